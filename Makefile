@@ -1,0 +1,45 @@
+# WardWatch developer commands. `make test` is what CI runs (.ci/run) and sets itself up from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PACKAGES := edge_agent drivers server simulators
+
+.PHONY: test lint typecheck pytest setup system-packages schema lock clean
+
+test: setup system-packages lint typecheck pytest
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "WardWatch needs Python 3.11 or newer; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $@
+
+system-packages:
+	@scripts/ensure-system-packages.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy $(PACKAGES)
+
+pytest: setup system-packages
+	$(BIN)/pytest -W error $(PYTEST_ARGS)
+
+schema: setup
+	$(BIN)/wardwatch schema --out docs/schema
+
+# Re-resolve the pinned versions from pyproject's lower bounds in a throwaway venv.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet -e '.[test]'
+	{ head -n 2 constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""WardWatch device drivers: pure protocol parsers (BLE GATT, serial) and thin transports."""

@@ -1,0 +1,1 @@
+"""WardWatch server: ingest, storage, escalation and the command-center interfaces."""

@@ -1,0 +1,1 @@
+"""WardWatch simulators: patient scenarios and devices that speak the real protocols."""
