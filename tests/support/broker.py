@@ -68,8 +68,11 @@ class MosquittoBroker:
             if self.persistence
             else "persistence false\n"
         )
+        # Run as root, mosquitto drops to the 'mosquitto' user, which cannot read pytest's private
+        # temporary directories; a test broker stays the user that started it.
+        user = "user root\n" if os.geteuid() == 0 else ""
         return (
-            f"per_listener_settings false\n{listener}{persistence}"
+            f"per_listener_settings false\n{user}{listener}{persistence}"
             f"log_dest file {self.log_path}\nlog_type all\nconnection_messages true\n"
             f"max_inflight_messages 100\nmax_queued_messages 100000\n{self.extra_config}\n"
         )

@@ -1,0 +1,121 @@
+"""The asyncio MQTT adapter against a real Mosquitto: acknowledgements, refusals, redelivery, loss."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support.broker import MosquittoBroker, free_port
+
+from edge_agent.mqtt import (
+    ConnectFailed,
+    ConnectionLost,
+    MqttClient,
+    MqttSettings,
+    PublishRefused,
+    Will,
+)
+
+
+def settings(broker: MosquittoBroker, client_id: str, **options: object) -> MqttSettings:
+    return MqttSettings.from_url(broker.url, client_id=client_id, **options)
+
+
+async def test_publish_waits_for_puback_and_subscriber_receives(
+    broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    async with (
+        MqttClient(settings(broker, f"{topic_prefix}-sub".replace("/", "-"))) as sub,
+        MqttClient(settings(broker, f"{topic_prefix}-pub".replace("/", "-"))) as pub,
+    ):
+        await sub.subscribe(f"{topic_prefix}/#")
+        for index in range(50):
+            await pub.publish(f"{topic_prefix}/n", str(index).encode(), qos=1)
+        received = []
+        async for message in sub.messages():
+            received.append(int(message.payload))
+            if len(received) == 50:
+                break
+    assert received == list(range(50))
+
+
+async def test_unacknowledged_message_is_redelivered_to_the_persistent_session(
+    broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    consumer_id = f"consumer-{topic_prefix[-12:]}"
+    consumer = settings(broker, consumer_id, manual_ack=True, clean_start=False)
+    async with MqttClient(consumer) as sub:
+        await sub.subscribe(f"{topic_prefix}/data")
+        async with MqttClient(settings(broker, f"producer-{topic_prefix[-12:]}")) as pub:
+            await pub.publish(f"{topic_prefix}/data", b"precious")
+        first = await anext(aiter(sub.messages()))
+        assert first.payload == b"precious"
+        # crash before storing: no ack, connection gone
+    async with MqttClient(consumer) as again:
+        assert again.session_present
+        redelivered = await anext(aiter(again.messages()))
+        assert redelivered.payload == b"precious"
+        redelivered.ack()
+    async with MqttClient(consumer) as third:
+        # acknowledged now: nothing comes back; a fresh publish is the next thing seen
+        async with MqttClient(settings(broker, f"producer2-{topic_prefix[-12:]}")) as pub:
+            await pub.publish(f"{topic_prefix}/data", b"next")
+        following = await anext(aiter(third.messages()))
+        assert following.payload == b"next"
+        following.ack()
+
+
+async def test_refused_publish_raises_with_the_reason_code(
+    broker_factory: Callable[..., MosquittoBroker], tmp_path: Path
+) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("user writer\ntopic write allowed/#\n")
+    passwords = tmp_path / "passwd"
+    passwords.write_text("")
+    port = free_port()
+    owned = broker_factory(
+        port=port,
+        listener_config=f"listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {acl}\n",
+    )
+    async with MqttClient(settings(owned, "writer", username="writer")) as client:
+        await client.publish("allowed/x", b"1")
+        with pytest.raises(PublishRefused) as refused:
+            await client.publish("forbidden/x", b"1")
+    assert refused.value.reason_code == 0x87
+    assert refused.value.topic == "forbidden/x"
+
+
+async def test_no_broker_is_a_connect_failure() -> None:
+    with pytest.raises(ConnectFailed, match="cannot connect"):
+        async with MqttClient(MqttSettings(host="127.0.0.1", port=free_port(), client_id="nobody")):
+            pass
+
+
+async def test_broker_death_fails_pending_work_and_fires_the_will(
+    broker: MosquittoBroker, broker_factory: Callable[..., MosquittoBroker], topic_prefix: str
+) -> None:
+    owned = broker_factory()
+    client = MqttClient(settings(owned, "doomed"))
+    async with client:
+        owned.kill()
+        reason = await client.wait_closed()
+        assert isinstance(reason, ConnectionLost)
+        with pytest.raises(ConnectionLost):
+            await client.publish("a/b", b"late")
+        with pytest.raises(ConnectionLost):
+            await anext(aiter(client.messages()))
+
+    will_topic = f"{topic_prefix}/status"
+    async with MqttClient(settings(broker, f"watcher-{topic_prefix[-8:]}")) as watcher:
+        await watcher.subscribe(will_topic)
+        dying = MqttClient(
+            settings(broker, f"dying-{topic_prefix[-8:]}", will=Will(topic=will_topic, payload=b"dead"))
+        )
+        await dying.__aenter__()
+        # drop the TCP connection without DISCONNECT, as a crash would
+        dying._paho.socket().close()  # type: ignore[union-attr]
+        message = await asyncio.wait_for(anext(aiter(watcher.messages())), 10)
+        assert message.payload == b"dead"
+        await dying.__aexit__(None, None, None)
