@@ -244,8 +244,8 @@ class ObservationBatch(SequencedMessage):
     observations: list[Observation] = Field(min_length=1, max_length=MAX_OBSERVATIONS_PER_BATCH)
 
 
-class Assessment(SequencedMessage):
-    """A NEWS2 assessment computed on the gateway."""
+class AssessmentContent(WireModel):
+    """A NEWS2 assessment computed on the gateway (the message without its head)."""
 
     patient_id: PatientId
     assessed_at: UtcDatetime
@@ -284,13 +284,17 @@ class Assessment(SequencedMessage):
         return value
 
     @model_validator(mode="after")
-    def _total_is_the_sum(self) -> Assessment:
+    def _total_is_the_sum(self) -> AssessmentContent:
         present = [score for score in self.components.values() if score is not None]
         if sum(present) != self.total:
             raise ValueError(f"total {self.total} is not the sum of the components ({sum(present)})")
         if self.complete != (len(present) == len(NEWS2_PARAMETERS)):
             raise ValueError("complete must be true exactly when every component is present")
         return self
+
+
+class Assessment(SequencedMessage, AssessmentContent):
+    """``…/score``: one NEWS2 assessment."""
 
 
 class DeviceConnected(WireModel):
@@ -342,10 +346,14 @@ EventDetail = Annotated[
 ]
 
 
-class Event(SequencedMessage):
+class EventContent(WireModel):
     occurred_at: UtcDatetime
     detail: EventDetail
     historical: bool = False
+
+
+class Event(SequencedMessage, EventContent):
+    """``…/event``: one device or local-alert event."""
 
 
 class DeviceState(WireModel):

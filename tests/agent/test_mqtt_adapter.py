@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,7 +116,7 @@ async def test_broker_death_fails_pending_work_and_fires_the_will(
         )
         await dying.__aenter__()
         # drop the TCP connection without DISCONNECT, as a crash would
-        dying._paho.socket().close()  # type: ignore[union-attr]
+        dying._paho.socket().shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
         message = await asyncio.wait_for(anext(aiter(watcher.messages())), 10)
         assert message.payload == b"dead"
         await dying.__aexit__(None, None, None)
