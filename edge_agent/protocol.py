@@ -383,6 +383,8 @@ class GatewayStatus(WireModel):
     devices: list[DeviceState] = Field(default_factory=list, max_length=64)
     clock_synchronized: bool | None = None
     """Whether the gateway's clock is NTP-synchronised (None when unknown)."""
+    last_error: ShortText | None = None
+    """The uplink's most recent error (e.g. a publish the broker refused), None when there was none."""
 
 
 class SetSpo2Scale(WireModel):

@@ -1,0 +1,244 @@
+"""The MQTT uplink: drains the outbox to the broker, announces the gateway, receives commands.
+
+Each connection attempt (forever, with capped jittered backoff between them)::
+
+    session = outbox.next_session()          stored before use, so it only ever increases
+    CONNECT (clean_start=False, will = retained death for this session)
+    publish retained birth, subscribe …/cmd/+
+    TaskGroup: drain   resend formed messages, then form and publish new ones; delete on success PUBACK
+               beat    retained heartbeat every heartbeat interval
+               commands  decode, apply, acknowledge on …/cmd-ack, then PUBACK the command
+
+A publish the broker refuses (PUBACK reason >= 0x80) leaves its message in the outbox; the refusal is
+logged, counted, shown in the heartbeat (``last_error``) and retried after ``refused_retry_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from edge_agent.backoff import Backoff
+from edge_agent.errors import ProtocolError
+from edge_agent.mqtt import MqttClient, MqttError, MqttSettings, PublishRefused, Will
+from edge_agent.outbox import FormedMessage, Outbox
+from edge_agent.protocol import (
+    Command,
+    CommandAck,
+    DeviceState,
+    GatewayChannel,
+    GatewayStatus,
+    decode_gateway_message,
+    encode,
+    gateway_filter,
+    gateway_topic,
+    new_message_id,
+)
+
+log = logging.getLogger(__name__)
+
+StatusState = Literal["birth", "heartbeat", "death"]
+CommandHandler = Callable[[Command], Awaitable[tuple[bool, str]]]
+"""Applies a command; returns (ok, detail) for the acknowledgement."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayHealth:
+    """What the heartbeat reports besides the outbox: device states and clock synchronisation."""
+
+    devices: list[DeviceState] = field(default_factory=list)
+    clock_synchronized: bool | None = None
+
+
+@dataclass(slots=True)
+class UplinkState:
+    connected: bool = False
+    session: int = 0
+    down_since: float | None = None
+    """Gateway time since which the uplink has been down (None while connected)."""
+    published_messages: int = 0
+    refused_publishes: int = 0
+    last_error: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class UplinkOptions:
+    heartbeat_interval_s: float = 30.0
+    batch_delay_s: float = 0.2
+    """How long to let readings accumulate after the first one arrives before forming a batch."""
+    window: int = 32
+    """Messages published concurrently before waiting for their PUBACKs."""
+    refused_retry_s: float = 30.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1, maximum_s=60))
+    clock: Callable[[], float] = field(default=time.time)
+
+
+class Uplink:
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        gateway_id: str,
+        software_version: str,
+        connection: Callable[[Will], MqttSettings],
+        commands: CommandHandler,
+        health: Callable[[], GatewayHealth] = GatewayHealth,
+        options: UplinkOptions | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.gateway_id = gateway_id
+        self.software_version = software_version
+        self._connection = connection
+        self._commands = commands
+        self._health = health
+        self.options = options or UplinkOptions()
+        self.state = UplinkState(down_since=self.options.clock())
+        self.connected_event = asyncio.Event()
+
+    async def run(self) -> None:
+        """Connect, work, reconnect: forever (until cancelled)."""
+        while True:
+            try:
+                await self._one_connection()
+            except MqttError as exc:
+                self.state.last_error = str(exc)
+                log.warning("uplink to the broker lost or refused: %s", exc)
+            finally:
+                if self.state.connected:
+                    self.state.down_since = self.options.clock()
+                self.state.connected = False
+                self.connected_event.clear()
+            delay = self.options.backoff.next_delay()
+            log.info("reconnecting to the broker in %.1f s", delay)
+            await asyncio.sleep(delay)
+
+    def _status(
+        self, state: str, session: int, *, backlog: int = 0, oldest_age: float | None = None
+    ) -> bytes:
+        health = self._health()
+        status = GatewayStatus(
+            gateway_id=self.gateway_id,
+            state=state,
+            session=session,
+            sent_at=datetime.fromtimestamp(self.options.clock(), UTC),
+            software_version=self.software_version,
+            heartbeat_interval_s=self.options.heartbeat_interval_s,
+            backlog=backlog,
+            oldest_unsent_age_s=oldest_age,
+            devices=health.devices,
+            clock_synchronized=health.clock_synchronized,
+            last_error=self.state.last_error,
+        )
+        return encode(status)
+
+    async def _one_connection(self) -> None:
+        session = await self.outbox.next_session()
+        status_topic = gateway_topic(self.gateway_id, GatewayChannel.STATUS)
+        will = Will(topic=status_topic, payload=self._status("death", session), qos=1, retain=True)
+        async with MqttClient(self._connection(will)) as client:
+            self.state.connected = True
+            self.state.session = session
+            self.state.down_since = None
+            self.connected_event.set()
+            await client.publish(status_topic, await self._heartbeat_payload("birth", session), retain=True)
+            await client.subscribe(gateway_filter(GatewayChannel.CMD, gateway_id=self.gateway_id))
+            log.info(
+                "uplink connected (session %d, broker session present: %s)", session, client.session_present
+            )
+            self.options.backoff.reset()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._drain(client), name="uplink-drain")
+                tasks.create_task(self._beat(client, session), name="uplink-heartbeat")
+                tasks.create_task(self._serve_commands(client), name="uplink-commands")
+
+    async def _heartbeat_payload(self, state: StatusState, session: int) -> bytes:
+        backlog = await self.outbox.backlog()
+        oldest = None
+        if backlog.oldest_stored_at is not None:
+            oldest = max(0.0, self.options.clock() - backlog.oldest_stored_at)
+        return self._status(state, session, backlog=backlog.total, oldest_age=oldest)
+
+    async def _beat(self, client: MqttClient, session: int) -> None:
+        topic = gateway_topic(self.gateway_id, GatewayChannel.STATUS)
+        while True:
+            await asyncio.sleep(self.options.heartbeat_interval_s)
+            await client.publish(topic, await self._heartbeat_payload("heartbeat", session), retain=True)
+
+    async def _drain(self, client: MqttClient) -> None:
+        while True:
+            # Whatever was formed before (by an earlier connection or process) goes first, byte for byte.
+            pending = await self.outbox.formed() or await self.outbox.form(max_messages=self.options.window)
+            if pending:
+                if await self._publish_all(client, pending):
+                    await asyncio.sleep(self.options.refused_retry_s)
+                continue
+            await self.outbox.wait_for_items()
+            await asyncio.sleep(self.options.batch_delay_s)  # let a batch accumulate (time bound)
+
+    async def _publish_all(self, client: MqttClient, messages: list[FormedMessage]) -> int:
+        """Publish with up to ``window`` in flight; forget the acknowledged ones. Returns refusals."""
+        refused = 0
+        for start in range(0, len(messages), self.options.window):
+            chunk = messages[start : start + self.options.window]
+            results = await asyncio.gather(
+                *(client.publish(m.topic, m.payload, qos=1) for m in chunk), return_exceptions=True
+            )
+            delivered = [m.seq for m, result in zip(chunk, results, strict=True) if result is None]
+            await self.outbox.acknowledge(delivered)
+            self.state.published_messages += len(delivered)
+            for message, result in zip(chunk, results, strict=True):
+                if isinstance(result, PublishRefused):
+                    refused += 1
+                    self.state.refused_publishes += 1
+                    self.state.last_error = f"broker refused seq {message.seq} on {message.topic}: {result}"
+                    log.error("%s; the message stays in the outbox", self.state.last_error)
+                elif isinstance(result, BaseException):
+                    raise result
+        return refused
+
+    async def _serve_commands(self, client: MqttClient) -> None:
+        ack_topic = gateway_topic(self.gateway_id, GatewayChannel.CMD_ACK)
+        async for message in client.messages():
+            command_id, ok, detail = await self._apply(message.topic, message.payload)
+            ack = CommandAck(
+                message_id=new_message_id(),
+                gateway_id=self.gateway_id,
+                command_id=command_id,
+                ok=ok,
+                detail=detail[:500],
+                acked_at=datetime.fromtimestamp(self.options.clock(), UTC),
+            )
+            await client.publish(ack_topic, encode(ack))
+            message.ack()
+
+    async def _apply(self, topic: str, payload: bytes) -> tuple[uuid.UUID, bool, str]:
+        try:
+            _, command = decode_gateway_message(topic, payload)
+        except ProtocolError as exc:
+            log.warning("malformed command on %s: %s", topic, exc)
+            return _claimed_id(payload), False, f"rejected: {exc}"
+        if not isinstance(command, Command):
+            return _claimed_id(payload), False, "rejected: not a command"
+        try:
+            ok, detail = await self._commands(command)
+        except Exception as exc:
+            log.exception("command %s failed", command.message_id)
+            return command.message_id, False, f"failed: {exc}"
+        log.info("command %s (%s) -> %s: %s", command.message_id, command.body.command, ok, detail)
+        return command.message_id, ok, detail
+
+
+def _claimed_id(payload: bytes) -> uuid.UUID:
+    """The message id a malformed command claims to have, so the server can match the refusal."""
+    try:
+        claimed = json.loads(payload).get("message_id")
+        return uuid.UUID(str(claimed))
+    except (ValueError, AttributeError, TypeError):
+        return uuid.UUID(int=0)
