@@ -1,0 +1,1 @@
+"""Bluetooth LE: Bluetooth SIG health-profile parsers (``gatt``) and the bleak transport (``transport``)."""

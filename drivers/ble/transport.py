@@ -1,0 +1,279 @@
+"""Bluetooth LE health devices through bleak and bleak-retry-connector.
+
+:class:`BleDevice` implements :class:`drivers.transport.Device`. One connection at a time:
+
+1. the client factory finds the device (by address or advertised service UUID) and connects with
+   ``bleak_retry_connector.establish_connection``; every connection gets a new client, and a client is
+   never used again after it disconnects;
+2. the battery level (0x2A19) is read, and subscribed to when the device notifies it;
+3. every known measurement characteristic the device has (:data:`~drivers.ble.gatt.MEASUREMENT_PARSERS`)
+   is subscribed to (bleak enables notifications or indications, whichever the characteristic has);
+4. notification bytes go, with their receive time, into a queue in arrival order; the disconnect
+   callback puts a marker behind them, so everything received before a disconnect is still parsed and
+   yielded before :class:`~drivers.transport.Disconnected`;
+5. after a disconnect (or a failed connect) the device waits a capped, jittered backoff and starts over.
+
+The client factory is the seam: tests and simulators pass one that returns a bleak-style fake client
+emitting real notification bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Final, Protocol
+
+from drivers.ble.gatt import BATTERY_LEVEL, MEASUREMENT_PARSERS, parse_battery_level
+from drivers.errors import (
+    AdapterUnavailableError,
+    ConnectionFailedError,
+    DeviceNotFoundError,
+    DriverError,
+    ParseError,
+)
+from drivers.reading import Reading
+from drivers.transport import Backoff, BatteryLevel, Connected, DeviceEvent, Disconnected
+
+logger = logging.getLogger(__name__)
+
+DISCONNECT_TIMEOUT_S: Final = 10.0
+NOTIFY_PROPERTIES: Final = frozenset({"notify", "indicate"})
+
+
+class GattCharacteristicLike(Protocol):
+    @property
+    def uuid(self) -> str: ...
+
+    @property
+    def properties(self) -> Sequence[str]: ...
+
+
+class GattServicesLike(Protocol):
+    def get_characteristic(self, specifier: str) -> GattCharacteristicLike | None: ...
+
+
+NotifyCallback = Callable[[Any, bytearray], None]
+
+
+class GattClient(Protocol):
+    """The part of ``bleak.BleakClient`` the transport uses (a connected client)."""
+
+    @property
+    def services(self) -> GattServicesLike: ...
+
+    async def start_notify(self, char_specifier: str, callback: NotifyCallback) -> None: ...
+
+    async def read_gatt_char(self, char_specifier: str) -> bytearray: ...
+
+    async def disconnect(self) -> None: ...
+
+
+ClientFactory = Callable[[Callable[[], None]], Awaitable[GattClient]]
+"""Given the callback to run when the link drops, find the device and return a new connected client.
+Raises a :class:`~drivers.errors.DriverError` when it cannot."""
+
+
+class BleakClientFactory:
+    """The real :data:`ClientFactory`: BleakScanner to find the device, bleak-retry-connector to connect."""
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        service_uuid: str | None = None,
+        name: str = "wardwatch",
+        scan_timeout_s: float = 10.0,
+        pair: bool = False,
+    ) -> None:
+        if (address is None) == (service_uuid is None):
+            raise ValueError("give exactly one of address or service_uuid")
+        self._address = address
+        self._service_uuid = service_uuid.lower() if service_uuid else None
+        self._name = name
+        self._scan_timeout_s = scan_timeout_s
+        self._pair = pair
+
+    async def __call__(self, on_disconnect: Callable[[], None]) -> GattClient:
+        from bleak import BleakScanner
+        from bleak.backends.device import BLEDevice
+        from bleak.backends.scanner import AdvertisementData
+        from bleak.exc import BleakBluetoothNotAvailableError, BleakError
+        from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
+
+        service_uuid = self._service_uuid
+
+        def advertises_service(_: BLEDevice, advertisement: AdvertisementData) -> bool:
+            return service_uuid in {uuid.lower() for uuid in advertisement.service_uuids}
+
+        try:
+            if self._address is not None:
+                device = await BleakScanner.find_device_by_address(
+                    self._address, timeout=self._scan_timeout_s
+                )
+            else:
+                device = await BleakScanner.find_device_by_filter(
+                    advertises_service, timeout=self._scan_timeout_s
+                )
+        except (BleakBluetoothNotAvailableError, FileNotFoundError) as exc:
+            raise AdapterUnavailableError(f"Bluetooth is not available: {exc}") from exc
+        except (BleakError, OSError, EOFError) as exc:
+            raise ConnectionFailedError(f"scanning failed: {exc}") from exc
+        if device is None:
+            wanted = self._address or f"a device advertising {self._service_uuid}"
+            raise DeviceNotFoundError(f"{wanted} not seen within {self._scan_timeout_s:g} s")
+        try:
+            client: GattClient = await establish_connection(
+                BleakClientWithServiceCache,
+                device,
+                self._name,
+                disconnected_callback=lambda _client: on_disconnect(),
+                pair=self._pair,
+            )
+        except (BleakError, OSError, EOFError, TimeoutError) as exc:
+            raise ConnectionFailedError(f"connecting to {device.address} failed: {exc}") from exc
+        return client
+
+
+class _Disconnect:
+    """Queue marker: the link dropped after everything queued before it."""
+
+
+_DISCONNECT: Final = _Disconnect()
+_Notification = tuple[str, bytes, datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BleDevice:
+    """A Bluetooth LE health device; implements :class:`drivers.transport.Device`."""
+
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        client_factory: ClientFactory,
+        device_kind: str = "ble",
+        characteristics: Iterable[str] | None = None,
+        device_tz: tzinfo = UTC,
+        backoff: Backoff | None = None,
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._device_id = device_id
+        self._factory = client_factory
+        self.device_kind = device_kind
+        wanted = set(MEASUREMENT_PARSERS) if characteristics is None else {c.lower() for c in characteristics}
+        unknown = wanted - set(MEASUREMENT_PARSERS)
+        if unknown:
+            raise ValueError(f"no parser for characteristics {', '.join(sorted(unknown))}")
+        self._characteristics = sorted(wanted)
+        self._device_tz = device_tz
+        self._backoff = backoff or Backoff(base_s=0.5, cap_s=10.0)
+        self._now = now
+        self.parse_errors = 0
+        """Notifications that could not be parsed (each logged at DEBUG with its bytes in hex)."""
+        self.connections = 0
+
+    @property
+    def device_id(self) -> str:
+        return self._device_id
+
+    async def readings(self) -> AsyncGenerator[Reading | DeviceEvent, None]:
+        loop = asyncio.get_running_loop()
+        while True:
+            queue: asyncio.Queue[_Notification | _Disconnect] = asyncio.Queue()
+
+            def on_disconnect(queue: asyncio.Queue[_Notification | _Disconnect] = queue) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, _DISCONNECT)
+
+            try:
+                client = await self._factory(on_disconnect)
+            except DriverError as exc:
+                delay = self._backoff.next_delay()
+                logger.info("%s: not connected (%s); retrying in %.1f s", self._device_id, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            self.connections += 1
+            yield Connected(self._device_id, self.device_kind, self._now())
+            reason = "device disconnected"
+            try:
+                async with contextlib.aclosing(self._session(client, queue)) as session:
+                    async for item in session:
+                        yield item
+            except ConnectionFailedError as exc:
+                reason = str(exc)
+            finally:
+                await _disconnect_quietly(client)
+                del client  # never reused: the next connection gets a new client from the factory
+            logger.info("%s: %s", self._device_id, reason)
+            yield Disconnected(self._device_id, reason, self._now())
+            await asyncio.sleep(self._backoff.next_delay())
+
+    async def _session(
+        self, client: GattClient, queue: asyncio.Queue[_Notification | _Disconnect]
+    ) -> AsyncGenerator[Reading | DeviceEvent, None]:
+        def enqueue(uuid: str) -> NotifyCallback:
+            def callback(_sender: Any, data: bytearray) -> None:
+                queue.put_nowait((uuid, bytes(data), self._now()))
+
+            return callback
+
+        try:
+            battery = client.services.get_characteristic(BATTERY_LEVEL)
+            if battery is not None:
+                event = self._battery_event(bytes(await client.read_gatt_char(BATTERY_LEVEL)), self._now())
+                if event is not None:
+                    yield event
+                if NOTIFY_PROPERTIES & set(battery.properties):
+                    await client.start_notify(BATTERY_LEVEL, enqueue(BATTERY_LEVEL))
+            subscribed = []
+            for uuid in self._characteristics:
+                characteristic = client.services.get_characteristic(uuid)
+                if characteristic is None or not NOTIFY_PROPERTIES & set(characteristic.properties):
+                    continue
+                await client.start_notify(uuid, enqueue(uuid))
+                subscribed.append(uuid)
+        except Exception as exc:  # bleak raises BleakError, OSError, EOFError, TimeoutError, KeyError...
+            raise ConnectionFailedError(f"setting up the connection failed: {exc!r}") from exc
+        if not subscribed:
+            logger.warning("%s: device has none of the measurement characteristics we read", self._device_id)
+        else:
+            logger.debug("%s: subscribed to %s", self._device_id, ", ".join(subscribed))
+
+        while True:
+            item = await queue.get()
+            if isinstance(item, _Disconnect):
+                return
+            uuid, data, received_at = item
+            if uuid == BATTERY_LEVEL:
+                event = self._battery_event(data, received_at)
+                if event is not None:
+                    yield event
+                continue
+            try:
+                measurement = MEASUREMENT_PARSERS[uuid](data)
+            except ParseError as exc:
+                self.parse_errors += 1
+                logger.debug("%s: %s: %s", self._device_id, uuid, exc)
+                continue
+            self._backoff.reset()
+            for reading in measurement.to_readings(self._device_id, received_at, device_tz=self._device_tz):
+                yield reading
+
+    def _battery_event(self, data: bytes, at: datetime) -> BatteryLevel | None:
+        try:
+            return BatteryLevel(self._device_id, parse_battery_level(data), at)
+        except ParseError as exc:
+            self.parse_errors += 1
+            logger.debug("%s: battery level: %s", self._device_id, exc)
+            return None
+
+
+async def _disconnect_quietly(client: GattClient) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+            await client.disconnect()
