@@ -72,7 +72,7 @@ def float32(value: Number | Special | None, exponent: int | None = None) -> byte
         value = "nan"
     if isinstance(value, str):
         return FLOAT_SPECIAL[value].to_bytes(4, "little")
-    mantissa, exp = _mantissa_exponent(value, exponent, FLOAT_MANTISSA_MAX, range(-10, 11))
+    mantissa, exp = _mantissa_exponent(value, exponent, FLOAT_MANTISSA_MAX, range(-128, 128))
     return ((mantissa & 0xFFFFFF) | ((exp & 0xFF) << 24)).to_bytes(4, "little")
 
 
