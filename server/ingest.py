@@ -1,0 +1,505 @@
+"""Ingest: one gateway message in, stored exactly once (or dead-lettered), an outcome out.
+
+:meth:`Ingestor.ingest` is the whole job for one MQTT message and knows nothing about MQTT: the caller
+(``server.ingest_mqtt``) acknowledges the message to the broker only after ``ingest`` returns, which is
+after the transaction holding the message committed.
+
+For each message:
+
+1. **Validate** with the wire contract (``decode_gateway_message``). Anything that fails — a topic that
+   is not a gateway topic, a payload over the size limit, invalid JSON, a schema violation, a payload
+   whose ``gateway_id`` is not the topic's, a message on a channel the server does not consume — is written
+   to ``dead_letters`` with its reason, counted, logged, and returned as an outcome. It never raises.
+2. **Dedup** (obs, score, event, cmd-ack): insert the ``message_id`` into ``received_messages`` with
+   ``ON CONFLICT DO NOTHING`` in the same transaction as the content. A replay inserts nothing and stores
+   nothing; two workers racing on one message serialise on the unique key and exactly one stores it.
+3. **Sequence** (obs, score, event): under the gateway's row lock, advance its highest ``seq``; a jump
+   records the skipped range in ``sequence_gaps``; a late arrival inside an open gap fills (shrinks or
+   splits) it. Nothing waits for a gap: every message is stored when it arrives.
+4. **Store** the content (observations, assessment, event, command acknowledgement), or for ``status``
+   apply the session rule: a status from an older session than the stored one is ignored; a death of the
+   current (or a newer) session marks the gateway offline; birth and heartbeat mark it online.
+
+Database trouble is not the message's fault: lock timeouts, deadlocks and lost connections are retried
+(``ingest.storage_attempts``), then :class:`~server.storage.errors.StorageUnavailable` is raised so the
+caller does NOT acknowledge and the broker delivers the message again. A message the database rejects as
+data (a constraint or value error) is dead-lettered as ``storage_rejected``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from edge_agent.errors import ProtocolError
+from edge_agent.protocol import (
+    Assessment,
+    CommandAck,
+    Event,
+    GatewayChannel,
+    GatewayStatus,
+    GatewayTopic,
+    ObservationBatch,
+    SequencedMessage,
+    WireModel,
+    decode_gateway_message,
+    gateway_filter,
+    parse_gateway_topic,
+)
+from server.settings import IngestSettings
+from server.storage import repository
+from server.storage.errors import StorageUnavailable
+from server.storage.repository import GatewayRow, SeqRange
+
+logger = logging.getLogger(__name__)
+
+INGEST_CHANNELS: Final = (
+    GatewayChannel.STATUS,
+    GatewayChannel.OBS,
+    GatewayChannel.SCORE,
+    GatewayChannel.EVENT,
+    GatewayChannel.CMD_ACK,
+)
+"""The channels the server consumes (``cmd`` is what it publishes)."""
+
+
+def subscription_filters(share_group: str | None) -> list[str]:
+    """``$share/<group>/wardwatch/v1/gw/+/<channel>`` for each consumed channel (plain without a group)."""
+    prefix = f"$share/{share_group}/" if share_group else ""
+    return [prefix + gateway_filter(channel) for channel in INGEST_CHANNELS]
+
+
+class DeadLetterReason(StrEnum):
+    BAD_TOPIC = "bad_topic"
+    """Not ``wardwatch/v1/gw/<valid id>/<channel>``."""
+    UNEXPECTED_CHANNEL = "unexpected_channel"
+    """A channel the server publishes rather than consumes (``cmd``)."""
+    OVERSIZE = "oversize"
+    INVALID_JSON = "invalid_json"
+    SCHEMA_VIOLATION = "schema_violation"
+    GATEWAY_MISMATCH = "gateway_mismatch"
+    """The payload's ``gateway_id`` is not the gateway in the topic (a gateway speaking for another)."""
+    UNKNOWN_COMMAND = "unknown_command"
+    """A command acknowledgement for a command this server never sent to that gateway."""
+    STORAGE_REJECTED = "storage_rejected"
+    """Valid by the contract but refused by the database (a constraint or value error)."""
+
+
+class OutcomeKind(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    """Already stored (a replay); nothing written."""
+    STALE = "stale"
+    """A status older than the gateway's current state (older session, or superseded); ignored."""
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestOutcome:
+    kind: OutcomeKind
+    topic: str
+    received_at: datetime
+    gateway_id: str | None = None
+    channel: GatewayChannel | None = None
+    message: WireModel | None = None
+    """The decoded message (None for dead letters). STORED outcomes feed the escalation engine."""
+    reason: DeadLetterReason | None = None
+    detail: str = ""
+    gap_opened: SeqRange | None = None
+    gap_filled: bool = False
+    connectivity: Literal["online", "offline"] | None = None
+    """Set when a status changed whether the gateway is online."""
+
+
+@dataclass(slots=True)
+class IngestCounters:
+    """Monotonic counters since start-up, for /metrics."""
+
+    received: int = 0
+    stored: Counter[str] = field(default_factory=Counter)
+    """By channel."""
+    observations_stored: int = 0
+    duplicates: int = 0
+    stale_statuses: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    """By reason."""
+    gaps_opened: int = 0
+    missing_messages: int = 0
+    """Sequence numbers reported missing by opened gaps."""
+    gaps_filled: int = 0
+    """Late messages that filled a number in an open gap."""
+    out_of_order: int = 0
+    storage_retries: int = 0
+    storage_failures: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        """Flat name -> value, e.g. ``dead_letters.invalid_json``; every reason and channel present."""
+        values = {
+            "received": self.received,
+            "observations_stored": self.observations_stored,
+            "duplicates": self.duplicates,
+            "stale_statuses": self.stale_statuses,
+            "gaps_opened": self.gaps_opened,
+            "missing_messages": self.missing_messages,
+            "gaps_filled": self.gaps_filled,
+            "out_of_order": self.out_of_order,
+            "storage_retries": self.storage_retries,
+            "storage_failures": self.storage_failures,
+        }
+        for channel in INGEST_CHANNELS:
+            values[f"stored.{channel.value}"] = self.stored[channel.value]
+        for reason in DeadLetterReason:
+            values[f"dead_letters.{reason.value}"] = self.dead_letters[reason.value]
+        return values
+
+
+class _Rejected(Exception):
+    """Inside a transaction: the message cannot be stored for this reason; roll back, dead-letter it."""
+
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+_MISMATCH_PROBLEMS: Final = frozenset({"gateway_id", "body.command"})
+
+
+def _classify(error: ProtocolError) -> DeadLetterReason:
+    if any(where == "(payload)" and why.startswith("Invalid JSON") for where, why in error.problems):
+        return DeadLetterReason.INVALID_JSON
+    if error.problems and all(
+        where in _MISMATCH_PROBLEMS and why.startswith("must equal") for where, why in error.problems
+    ):
+        return DeadLetterReason.GATEWAY_MISMATCH
+    return DeadLetterReason.SCHEMA_VIOLATION
+
+
+# SQLSTATEs worth another attempt: serialization failure, deadlock, connection problems, shutdown.
+_RETRYABLE_SQLSTATE_PREFIXES: Final = ("40001", "40P01", "08", "57P", "53")
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, OSError | TimeoutError | ConnectionError):
+        return True
+    if not isinstance(error, DBAPIError) or isinstance(error, IntegrityError | DataError):
+        return False
+    if error.connection_invalidated:
+        return True
+    original = error.orig
+    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if isinstance(state, str) and state.startswith(_RETRYABLE_SQLSTATE_PREFIXES):
+        return True
+    text = str(original).lower()
+    return "locked" in text or "busy" in text or "connection" in text
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ingestor:
+    """Stores gateway messages. Safe to share between tasks; several processes may run one each."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: IngestSettings | None = None,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        retry_delay_s: float = 0.05,
+    ) -> None:
+        self._sessions = sessions
+        self.settings = settings or IngestSettings()
+        self._clock = clock
+        self._retry_delay_s = retry_delay_s
+        self.counters = IngestCounters()
+
+    async def ingest(self, topic: str, payload: bytes, received_at: datetime | None = None) -> IngestOutcome:
+        """Validate, dedup and store one message; return what happened.
+
+        Never raises for a bad message. Raises StorageUnavailable when the database could not be used
+        (do not acknowledge the message then)."""
+        received_at = received_at if received_at is not None else self._clock()
+        self.counters.received += 1
+        try:
+            where = parse_gateway_topic(topic)
+        except ProtocolError as exc:
+            return await self._dead_letter(
+                topic, None, payload, DeadLetterReason.BAD_TOPIC, str(exc), received_at
+            )
+        if where.channel not in INGEST_CHANNELS:
+            detail = f"the server does not consume the {where.channel.value} channel"
+            return await self._dead_letter(
+                topic, where.gateway_id, payload, DeadLetterReason.UNEXPECTED_CHANNEL, detail, received_at
+            )
+        limit = self.settings.max_payload_bytes
+        if len(payload) > limit:
+            detail = f"payload is {len(payload)} bytes; the limit is {limit}"
+            return await self._dead_letter(
+                topic, where.gateway_id, payload, DeadLetterReason.OVERSIZE, detail, received_at
+            )
+        try:
+            where, message = decode_gateway_message(topic, payload)
+        except ProtocolError as exc:
+            return await self._dead_letter(
+                topic, where.gateway_id, payload, _classify(exc), str(exc), received_at
+            )
+        try:
+            outcome = await self._store(topic, where, message, received_at)
+        except _Rejected as rejected:
+            return await self._dead_letter(
+                topic, where.gateway_id, payload, rejected.reason, rejected.detail, received_at
+            )
+        self._count(outcome)
+        return outcome
+
+    # -- transactions ---------------------------------------------------------------------------------
+
+    async def _store(
+        self, topic: str, where: GatewayTopic, message: WireModel, received_at: datetime
+    ) -> IngestOutcome:
+        attempts = self.settings.storage_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._sessions() as session, session.begin():
+                    return await self._apply(session, topic, where, message, received_at)
+            except (IntegrityError, DataError) as exc:
+                raise _Rejected(DeadLetterReason.STORAGE_REJECTED, f"database refused: {exc.orig}") from exc
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                if attempt == attempts:
+                    self.counters.storage_failures += 1
+                    raise StorageUnavailable(
+                        f"storing a message from {where.gateway_id} failed {attempts} times: {exc}",
+                        attempts=attempts,
+                    ) from exc
+                self.counters.storage_retries += 1
+                logger.warning(
+                    "storing a message from %s failed (attempt %d of %d), retrying: %s",
+                    where.gateway_id,
+                    attempt,
+                    attempts,
+                    exc,
+                )
+                await asyncio.sleep(self._retry_delay_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        topic: str,
+        where: GatewayTopic,
+        message: WireModel,
+        received_at: datetime,
+    ) -> IngestOutcome:
+        def outcome(kind: OutcomeKind, **extra: Any) -> IngestOutcome:
+            return IngestOutcome(
+                kind=kind,
+                topic=topic,
+                received_at=received_at,
+                gateway_id=where.gateway_id,
+                channel=where.channel,
+                message=message,
+                **extra,
+            )
+
+        if isinstance(message, GatewayStatus):
+            return await self._apply_status(session, message, received_at, outcome)
+        message_id: uuid.UUID = message.message_id  # type: ignore[attr-defined]
+        seq = message.seq if isinstance(message, SequencedMessage) else None
+        claimed = await repository.claim_message(
+            session,
+            message_id=message_id,
+            gateway_id=where.gateway_id,
+            channel=where.channel.value,
+            seq=seq,
+            received_at=received_at,
+        )
+        if not claimed:
+            return outcome(OutcomeKind.DUPLICATE)
+        gateway = await repository.lock_gateway(session, where.gateway_id, received_at=received_at)
+        sequence = None
+        if seq is not None:
+            sequence = await repository.track_sequence(session, gateway, seq, received_at=received_at)
+        if isinstance(message, ObservationBatch):
+            patients = [item.patient_id for item in message.observations]
+            await repository.ensure_patients(
+                session, patients, gateway_id=where.gateway_id, received_at=received_at
+            )
+            await repository.insert_observations(session, message, received_at=received_at)
+        elif isinstance(message, Assessment):
+            await repository.ensure_patients(
+                session, [message.patient_id], gateway_id=where.gateway_id, received_at=received_at
+            )
+            await repository.insert_assessment(session, message, received_at=received_at)
+        elif isinstance(message, Event):
+            patient = repository.event_patient(message)
+            if patient is not None:
+                await repository.ensure_patients(
+                    session, [patient], gateway_id=where.gateway_id, received_at=received_at
+                )
+            await repository.insert_event(session, message, received_at=received_at)
+        elif isinstance(message, CommandAck):
+            applied = await repository.acknowledge_command(session, message, received_at=received_at)
+            if applied is None:
+                raise _Rejected(
+                    DeadLetterReason.UNKNOWN_COMMAND,
+                    f"acknowledgement for command {message.command_id}, "
+                    f"which was never sent to {where.gateway_id}",
+                )
+            if not applied:
+                await repository.touch_gateway(session, where.gateway_id, received_at=received_at)
+                return outcome(
+                    OutcomeKind.DUPLICATE, detail=f"command {message.command_id} was already acknowledged"
+                )
+        await repository.touch_gateway(session, where.gateway_id, received_at=received_at)
+        return outcome(
+            OutcomeKind.STORED,
+            gap_opened=sequence.opened if sequence else None,
+            gap_filled=sequence.filled if sequence else False,
+            detail="out of order" if sequence and sequence.out_of_order else "",
+        )
+
+    async def _apply_status(
+        self,
+        session: AsyncSession,
+        status: GatewayStatus,
+        received_at: datetime,
+        outcome: Callable[..., IngestOutcome],
+    ) -> IngestOutcome:
+        gateway = await repository.lock_gateway(session, status.gateway_id, received_at=received_at)
+        stale = _stale_reason(gateway, status)
+        if stale is not None:
+            return outcome(OutcomeKind.STALE, detail=stale)
+        online = status.state != "death"
+        values: dict[str, object] = {
+            "online": online,
+            "session": status.session,
+            "status_state": status.state,
+            "status_sent_at": status.sent_at,
+            "status_received_at": received_at,
+            "software_version": status.software_version,
+            "heartbeat_interval_s": status.heartbeat_interval_s,
+            "backlog": status.backlog,
+            "oldest_unsent_age_s": status.oldest_unsent_age_s,
+            "clock_synchronized": status.clock_synchronized,
+            "devices": [device.model_dump(mode="json") for device in status.devices],
+        }
+        if online:
+            values["offline_since"] = None
+        elif gateway.online or gateway.status_state is None:
+            values["offline_since"] = received_at
+        await repository.update_gateway(session, status.gateway_id, **values)
+        await repository.touch_gateway(session, status.gateway_id, received_at=received_at)
+        connectivity: Literal["online", "offline"] | None = None
+        if online != gateway.online or gateway.status_state is None:
+            connectivity = "online" if online else "offline"
+        return outcome(OutcomeKind.STORED, connectivity=connectivity)
+
+    async def _dead_letter(
+        self,
+        topic: str,
+        gateway_id: str | None,
+        payload: bytes,
+        reason: DeadLetterReason,
+        detail: str,
+        received_at: datetime,
+    ) -> IngestOutcome:
+        attempts = self.settings.storage_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._sessions() as session, session.begin():
+                    await repository.record_dead_letter(
+                        session,
+                        topic=topic,
+                        gateway_id=gateway_id,
+                        reason=reason.value,
+                        detail=detail,
+                        payload=payload,
+                        keep_bytes=self.settings.dead_letter_payload_bytes,
+                        received_at=received_at,
+                    )
+                break
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                if attempt == attempts:
+                    self.counters.storage_failures += 1
+                    raise StorageUnavailable(
+                        f"recording a dead letter failed {attempts} times: {exc}", attempts=attempts
+                    ) from exc
+                self.counters.storage_retries += 1
+                await asyncio.sleep(self._retry_delay_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+        self.counters.dead_letters[reason.value] += 1
+        logger.warning(
+            "dead letter (%s) on topic %.200r from %s, %d bytes: %.500s",
+            reason.value,
+            topic,
+            gateway_id or "unknown gateway",
+            len(payload),
+            detail,
+        )
+        return IngestOutcome(
+            kind=OutcomeKind.DEAD_LETTER,
+            topic=topic,
+            received_at=received_at,
+            gateway_id=gateway_id,
+            reason=reason,
+            detail=detail,
+        )
+
+    def _count(self, outcome: IngestOutcome) -> None:
+        counters = self.counters
+        if outcome.kind is OutcomeKind.DUPLICATE:
+            counters.duplicates += 1
+            return
+        if outcome.kind is OutcomeKind.STALE:
+            counters.stale_statuses += 1
+            logger.info("ignored stale status from %s: %s", outcome.gateway_id, outcome.detail)
+            return
+        assert outcome.channel is not None
+        counters.stored[outcome.channel.value] += 1
+        if isinstance(outcome.message, ObservationBatch):
+            counters.observations_stored += len(outcome.message.observations)
+        if outcome.gap_opened is not None:
+            counters.gaps_opened += 1
+            counters.missing_messages += outcome.gap_opened.last - outcome.gap_opened.first + 1
+            logger.warning("gateway %s skipped sequence numbers %s", outcome.gateway_id, outcome.gap_opened)
+        if outcome.gap_filled:
+            counters.gaps_filled += 1
+        if outcome.detail == "out of order":
+            counters.out_of_order += 1
+        if outcome.connectivity is not None:
+            logger.info("gateway %s is %s", outcome.gateway_id, outcome.connectivity)
+
+
+def _stale_reason(gateway: GatewayRow, status: GatewayStatus) -> str | None:
+    """Why this status must not change the stored state, or None when it applies.
+
+    Order of sessions first (a newer session always wins; an older one never does). Within the current
+    session a death is final, and a birth or heartbeat applies only if sent after the stored one (with
+    several workers, messages of one gateway can be stored out of order)."""
+    if gateway.session is None or status.session > gateway.session:
+        return None
+    if status.session < gateway.session:
+        return f"session {status.session} is older than the current session {gateway.session}"
+    if gateway.status_state == "death":
+        return f"session {status.session} already ended with a death"
+    if status.state == "death":
+        return None
+    if gateway.status_sent_at is not None and status.sent_at <= gateway.status_sent_at:
+        return f"{status.state} sent at {status.sent_at.isoformat()} is not newer than the stored status"
+    return None

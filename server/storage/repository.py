@@ -1,0 +1,479 @@
+"""Reads and writes on the server's tables, one function per question or change.
+
+Every function takes an open ``AsyncSession`` inside a transaction that the caller owns (``async with
+session.begin()``): what belongs together commits together. Writes that can race between workers use
+``INSERT … ON CONFLICT`` on both backends, so they are safe with several processes on PostgreSQL and
+with several connections on SQLite, and never raise on a duplicate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from edge_agent import protocol
+from server.storage.models import (
+    AlertEventRecord,
+    Assessment,
+    CommandRecord,
+    DeadLetter,
+    Gateway,
+    GatewayEvent,
+    Observation,
+    Patient,
+    ReceivedMessage,
+    SequenceGap,
+)
+
+GATEWAYS: Table = Gateway.__table__  # type: ignore[assignment]
+PATIENTS: Table = Patient.__table__  # type: ignore[assignment]
+OBSERVATIONS: Table = Observation.__table__  # type: ignore[assignment]
+RECEIVED: Table = ReceivedMessage.__table__  # type: ignore[assignment]
+GAPS: Table = SequenceGap.__table__  # type: ignore[assignment]
+
+
+def _insert(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's own INSERT, which has ON CONFLICT."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dedup
+
+
+async def claim_message(
+    session: AsyncSession,
+    *,
+    message_id: uuid.UUID,
+    gateway_id: str,
+    channel: str,
+    seq: int | None,
+    received_at: datetime,
+) -> bool:
+    """Record that ``message_id`` was received; False when it already was (a replay: store nothing).
+
+    On PostgreSQL a concurrent transaction inserting the same id makes this wait until that one commits
+    (then False) or rolls back (then True), so exactly one worker stores each message."""
+    statement = (
+        _insert(session, RECEIVED)
+        .values(
+            message_id=message_id,
+            gateway_id=gateway_id,
+            channel=channel,
+            seq=seq,
+            received_at=received_at,
+        )
+        .on_conflict_do_nothing(index_elements=[RECEIVED.c.message_id])
+        .returning(RECEIVED.c.message_id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+# --------------------------------------------------------------------------------------------------
+# Gateways and sequence gaps
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRow:
+    """The gateway's state as it was when locked, before this transaction changed it."""
+
+    gateway_id: str
+    online: bool
+    session: int | None
+    status_state: str | None
+    status_sent_at: datetime | None
+    highest_seq: int | None
+
+
+async def lock_gateway(session: AsyncSession, gateway_id: str, *, received_at: datetime) -> GatewayRow:
+    """Create the gateway if new and lock its row until the transaction ends.
+
+    Everything that reads and then writes a gateway's sequence or status state runs under this lock,
+    so concurrent workers handling the same gateway's messages take turns."""
+    insert = _insert(session, GATEWAYS).values(
+        gateway_id=gateway_id, first_seen_at=received_at, last_seen_at=received_at, online=False
+    )
+    # A no-op update rather than DO NOTHING: it returns the existing row and holds its lock.
+    statement = insert.on_conflict_do_update(
+        index_elements=[GATEWAYS.c.gateway_id], set_={"gateway_id": insert.excluded.gateway_id}
+    ).returning(
+        GATEWAYS.c.online,
+        GATEWAYS.c.session,
+        GATEWAYS.c.status_state,
+        GATEWAYS.c.status_sent_at,
+        GATEWAYS.c.highest_seq,
+    )
+    row = (await session.execute(statement)).one()
+    return GatewayRow(
+        gateway_id=gateway_id,
+        online=row.online,
+        session=row.session,
+        status_state=row.status_state,
+        status_sent_at=row.status_sent_at,
+        highest_seq=row.highest_seq,
+    )
+
+
+async def update_gateway(db: AsyncSession, gateway_id: str, /, **values: Any) -> None:
+    """Set columns of one gateway (``session`` is a column name here, hence the positional-only db)."""
+    await db.execute(update(GATEWAYS).where(GATEWAYS.c.gateway_id == gateway_id).values(**values))
+
+
+async def touch_gateway(session: AsyncSession, gateway_id: str, *, received_at: datetime) -> None:
+    """Advance ``last_seen_at`` (never backwards)."""
+    await session.execute(
+        update(GATEWAYS)
+        .where(GATEWAYS.c.gateway_id == gateway_id, GATEWAYS.c.last_seen_at < received_at)
+        .values(last_seen_at=received_at)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SeqRange:
+    """``first..last`` inclusive."""
+
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}..{self.last}"
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceResult:
+    highest_seq: int
+    opened: SeqRange | None = None
+    """The gap this message revealed (numbers skipped before it)."""
+    filled: bool = False
+    """The message was one of the missing numbers of an open gap."""
+    out_of_order: bool = False
+    """At or below the highest number seen and not in an open gap (reordered, or a reused number)."""
+
+
+async def track_sequence(
+    session: AsyncSession, gateway: GatewayRow, seq: int, *, received_at: datetime
+) -> SequenceResult:
+    """Advance the gateway's highest sequence number, record a skipped range, or fill an open gap.
+
+    Call with the gateway locked (``lock_gateway``). The first message ever seen from a gateway opens
+    no gap: numbers before it may belong to a time before this server knew the gateway."""
+    highest = gateway.highest_seq
+    if highest is None or seq == highest + 1:
+        await update_gateway(session, gateway.gateway_id, highest_seq=seq)
+        return SequenceResult(highest_seq=seq)
+    if seq > highest + 1:
+        skipped = SeqRange(highest + 1, seq - 1)
+        await session.execute(
+            GAPS.insert().values(
+                gateway_id=gateway.gateway_id,
+                first_missing=skipped.first,
+                last_missing=skipped.last,
+                detected_at=received_at,
+            )
+        )
+        await update_gateway(session, gateway.gateway_id, highest_seq=seq)
+        return SequenceResult(highest_seq=seq, opened=skipped)
+    gap = (
+        await session.execute(
+            select(GAPS.c.id, GAPS.c.first_missing, GAPS.c.last_missing, GAPS.c.detected_at).where(
+                GAPS.c.gateway_id == gateway.gateway_id,
+                GAPS.c.filled_at.is_(None),
+                GAPS.c.first_missing <= seq,
+                GAPS.c.last_missing >= seq,
+            )
+        )
+    ).first()
+    if gap is None:
+        return SequenceResult(highest_seq=highest, out_of_order=True)
+    first, last = gap.first_missing, gap.last_missing
+    if first == last:
+        await session.execute(update(GAPS).where(GAPS.c.id == gap.id).values(filled_at=received_at))
+    elif seq == first:
+        await session.execute(update(GAPS).where(GAPS.c.id == gap.id).values(first_missing=seq + 1))
+    elif seq == last:
+        await session.execute(update(GAPS).where(GAPS.c.id == gap.id).values(last_missing=seq - 1))
+    else:  # split: the row keeps the lower part, a new row (same detection time) the upper part
+        await session.execute(update(GAPS).where(GAPS.c.id == gap.id).values(last_missing=seq - 1))
+        await session.execute(
+            GAPS.insert().values(
+                gateway_id=gateway.gateway_id,
+                first_missing=seq + 1,
+                last_missing=last,
+                detected_at=gap.detected_at,
+            )
+        )
+    return SequenceResult(highest_seq=highest, filled=True)
+
+
+async def open_gaps(session: AsyncSession, gateway_id: str | None = None) -> list[SequenceGap]:
+    """Missing ranges not yet filled, oldest first."""
+    statement = select(SequenceGap).where(SequenceGap.filled_at.is_(None))
+    if gateway_id is not None:
+        statement = statement.where(SequenceGap.gateway_id == gateway_id)
+    statement = statement.order_by(SequenceGap.gateway_id, SequenceGap.first_missing)
+    return list((await session.scalars(statement)).all())
+
+
+# --------------------------------------------------------------------------------------------------
+# Content
+
+
+async def ensure_patients(
+    session: AsyncSession, patient_ids: Iterable[str], *, gateway_id: str, received_at: datetime
+) -> None:
+    """Create patients seen for the first time (pseudonym only; settings at their defaults)."""
+    rows = [
+        {
+            "patient_id": patient_id,
+            "gateway_id": gateway_id,
+            "first_seen_at": received_at,
+            "spo2_scale": 1,
+            "on_oxygen": False,
+            "consciousness": protocol.Consciousness.ALERT.value,
+        }
+        for patient_id in sorted(set(patient_ids))  # a fixed order: no lock-order deadlocks
+    ]
+    if rows:
+        statement = _insert(session, PATIENTS).on_conflict_do_nothing(index_elements=[PATIENTS.c.patient_id])
+        await session.execute(statement, rows)
+
+
+async def insert_observations(
+    session: AsyncSession, batch: protocol.ObservationBatch, *, received_at: datetime
+) -> None:
+    rows = [
+        {
+            "message_id": batch.message_id,
+            "position": position,
+            "gateway_id": batch.gateway_id,
+            "seq": batch.seq,
+            "patient_id": item.patient_id,
+            "vital": item.vital.value,
+            "value": item.value,
+            "unit": item.unit,
+            "measured_at": item.measured_at,
+            "time_source": item.time_source.value,
+            "device_id": item.device_id,
+            "quality": [flag.value for flag in item.quality],
+            "perfusion_index": item.perfusion_index,
+            "historical": item.historical,
+            "received_at": received_at,
+        }
+        for position, item in enumerate(batch.observations)
+    ]
+    statement = _insert(session, OBSERVATIONS).on_conflict_do_nothing(
+        index_elements=[OBSERVATIONS.c.message_id, OBSERVATIONS.c.position]
+    )
+    await session.execute(statement, rows)
+
+
+async def insert_assessment(
+    session: AsyncSession, assessment: protocol.Assessment, *, received_at: datetime
+) -> None:
+    session.add(
+        Assessment(
+            message_id=assessment.message_id,
+            gateway_id=assessment.gateway_id,
+            seq=assessment.seq,
+            patient_id=assessment.patient_id,
+            assessed_at=assessment.assessed_at,
+            total=assessment.total,
+            risk=assessment.risk.value,
+            components=dict(assessment.components),
+            complete=assessment.complete,
+            input_ages_s=dict(assessment.input_ages_s),
+            spo2_scale=assessment.spo2_scale,
+            on_oxygen=assessment.on_oxygen,
+            consciousness=assessment.consciousness.value,
+            trend_rising=assessment.trend_rising,
+            historical=assessment.historical,
+            received_at=received_at,
+        )
+    )
+    await session.flush()
+
+
+def event_patient(event: protocol.Event) -> str | None:
+    return getattr(event.detail, "patient_id", None)
+
+
+async def insert_event(session: AsyncSession, event: protocol.Event, *, received_at: datetime) -> None:
+    session.add(
+        GatewayEvent(
+            message_id=event.message_id,
+            gateway_id=event.gateway_id,
+            seq=event.seq,
+            kind=event.detail.kind,
+            device_id=getattr(event.detail, "device_id", None),
+            patient_id=event_patient(event),
+            occurred_at=event.occurred_at,
+            detail=event.detail.model_dump(mode="json"),
+            historical=event.historical,
+            received_at=received_at,
+        )
+    )
+    await session.flush()
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+
+
+async def record_command(session: AsyncSession, command: protocol.Command) -> None:
+    """Store a command before it is published (state ``pending``)."""
+    session.add(
+        CommandRecord(
+            message_id=command.message_id,
+            gateway_id=command.gateway_id,
+            patient_id=command.patient_id,
+            name=command.body.command,
+            body=command.body.model_dump(mode="json"),
+            issued_at=command.issued_at,
+            issued_by=command.issued_by,
+            state="pending",
+        )
+    )
+    await session.flush()
+
+
+async def mark_command_sent(session: AsyncSession, command_id: uuid.UUID, *, sent_at: datetime) -> None:
+    await session.execute(
+        update(CommandRecord)
+        .where(CommandRecord.message_id == command_id, CommandRecord.state == "pending")
+        .values(state="sent", sent_at=sent_at)
+    )
+
+
+async def acknowledge_command(
+    session: AsyncSession, ack: protocol.CommandAck, *, received_at: datetime
+) -> bool | None:
+    """Apply a gateway's acknowledgement. True when applied, False when the command already had one,
+    None when no command with that id was sent to that gateway."""
+    result = await session.execute(
+        update(CommandRecord)
+        .where(
+            CommandRecord.message_id == ack.command_id,
+            CommandRecord.gateway_id == ack.gateway_id,
+            CommandRecord.ack_message_id.is_(None),
+        )
+        .values(
+            state="acknowledged" if ack.ok else "rejected",
+            ack_message_id=ack.message_id,
+            ack_ok=ack.ok,
+            ack_detail=ack.detail,
+            acked_at=ack.acked_at,
+            ack_received_at=received_at,
+        )
+        .returning(CommandRecord.message_id)
+    )
+    if result.first() is not None:
+        return True
+    exists = await session.scalar(
+        select(CommandRecord.message_id).where(
+            CommandRecord.message_id == ack.command_id, CommandRecord.gateway_id == ack.gateway_id
+        )
+    )
+    return False if exists is not None else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Dead letters
+
+
+async def record_dead_letter(
+    session: AsyncSession,
+    *,
+    topic: str,
+    gateway_id: str | None,
+    reason: str,
+    detail: str,
+    payload: bytes,
+    keep_bytes: int,
+    received_at: datetime,
+) -> None:
+    """Keep a rejected message: the first ``keep_bytes`` of its payload, its full size and why."""
+    session.add(
+        DeadLetter(
+            topic=topic[:1024],
+            gateway_id=gateway_id,
+            reason=reason,
+            detail=detail[:4000],
+            payload=payload[:keep_bytes],
+            payload_size=len(payload),
+            received_at=received_at,
+        )
+    )
+    await session.flush()
+
+
+# --------------------------------------------------------------------------------------------------
+# Reads used by the API and the escalation engine
+
+
+async def observations_for_patient(
+    session: AsyncSession,
+    patient_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    vital: protocol.VitalCode | None = None,
+    limit: int = 1000,
+) -> Sequence[Observation]:
+    """A patient's readings in measurement order (oldest first), at most ``limit``."""
+    conditions = [Observation.patient_id == patient_id]
+    if since is not None:
+        conditions.append(Observation.measured_at >= since)
+    if until is not None:
+        conditions.append(Observation.measured_at < until)
+    if vital is not None:
+        conditions.append(Observation.vital == vital.value)
+    statement = select(Observation).where(and_(*conditions)).order_by(Observation.measured_at, Observation.id)
+    return (await session.scalars(statement.limit(limit))).all()
+
+
+async def latest_assessment(session: AsyncSession, patient_id: str) -> Assessment | None:
+    statement = (
+        select(Assessment)
+        .where(Assessment.patient_id == patient_id)
+        .order_by(Assessment.assessed_at.desc(), Assessment.id.desc())
+        .limit(1)
+    )
+    return (await session.scalars(statement)).first()
+
+
+async def list_gateways(session: AsyncSession) -> Sequence[Gateway]:
+    return (await session.scalars(select(Gateway).order_by(Gateway.gateway_id))).all()
+
+
+async def set_display_name(session: AsyncSession, patient_id: str, display_name: str | None) -> bool:
+    """Set or clear the one identifying field; False when the patient is unknown."""
+    result = await session.execute(
+        update(Patient)
+        .where(Patient.patient_id == patient_id)
+        .values(display_name=display_name)
+        .returning(Patient.patient_id)
+    )
+    return result.first() is not None
+
+
+async def append_alert_event(session: AsyncSession, event: AlertEventRecord) -> None:
+    """Append to the audit log (the only write the database allows on that table)."""
+    session.add(event)
+    await session.flush()
+
+
+async def delete_in_batches(session: AsyncSession, table: Table, *conditions: Any, batch_size: int) -> int:
+    """Delete up to ``batch_size`` rows matching ``conditions`` (by primary key); return how many."""
+    key = next(iter(table.primary_key.columns))
+    chosen = select(key).where(*conditions).limit(batch_size)
+    result = await session.execute(delete(table).where(key.in_(chosen)))
+    return int(getattr(result, "rowcount", 0) or 0)
