@@ -3,8 +3,10 @@ risk rules, whole observation sets and the array API."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from edge_agent.protocol import NEWS2_PARAMETERS, Risk
 from edge_agent.scoring import news2
 
-NORMAL = {
+NORMAL: dict[str, Any] = {
     "respiratory_rate": 16.0,
     "spo2": 98.0,
     "systolic_bp": 120.0,
@@ -23,7 +25,7 @@ NORMAL = {
 }
 
 # The chart as printed: (lowest, highest, score), inclusive, at the chart's resolution.
-CHART = {
+CHART: dict[str, Any] = {
     "respiratory_rate": (
         "respiration",
         1,
@@ -51,7 +53,7 @@ CHART = {
 def edge_cases() -> Iterator[tuple[str, float, int]]:
     """Both sides of every printed edge, and both sides of the half-step between them."""
     for vital, (_, step, bands) in CHART.items():
-        for (_, below_high, below_score), (above_low, _, above_score) in zip(bands, bands[1:], strict=False):
+        for (_, below_high, below_score), (above_low, _, above_score) in itertools.pairwise(bands):
             assert below_high is not None and above_low is not None
             half = round(below_high + step / 2, 2)
             yield vital, below_high, below_score
@@ -60,9 +62,9 @@ def edge_cases() -> Iterator[tuple[str, float, int]]:
             yield vital, math.nextafter(half, -math.inf), below_score
 
 
-def score_of(vital: str, value: float, **overrides: object) -> np.ndarray:
-    inputs: dict[str, object] = {**NORMAL, **overrides, vital: value}
-    return news2(**inputs).components  # type: ignore[arg-type]
+def score_of(vital: str, value: float, **overrides: Any) -> np.ndarray:
+    inputs: dict[str, Any] = {**NORMAL, **overrides, vital: value}
+    return news2(**inputs).components
 
 
 @pytest.mark.parametrize(("vital", "value", "expected"), list(edge_cases()))
@@ -110,7 +112,7 @@ SCALE_2 = {
 @pytest.mark.parametrize("on_oxygen", [False, True])
 def test_scale_2_on_air_and_on_oxygen(on_oxygen: bool) -> None:
     values = np.array(sorted(SCALE_2), dtype=float)
-    result = news2(**{**NORMAL, "spo2": values, "on_oxygen": on_oxygen, "spo2_scale": 2})  # type: ignore[arg-type]
+    result = news2(**{**NORMAL, "spo2": values, "on_oxygen": on_oxygen, "spo2_scale": 2})
     expected = [SCALE_2[int(value)][on_oxygen] for value in values]
     assert result.components[:, 1].tolist() == expected
     assert set(result.components[:, 2].tolist()) == {2 if on_oxygen else 0}  # the +2 for oxygen as well
@@ -119,7 +121,7 @@ def test_scale_2_on_air_and_on_oxygen(on_oxygen: bool) -> None:
 
 def test_scale_2_half_steps() -> None:
     values = [83.49, 83.5, 87.49, 87.5, 92.49, 92.5, 96.49, 96.5]
-    result = news2(**{**NORMAL, "spo2": values, "on_oxygen": True, "spo2_scale": 2})  # type: ignore[arg-type]
+    result = news2(**{**NORMAL, "spo2": values, "on_oxygen": True, "spo2_scale": 2})
     assert result.components[:, 1].tolist() == [3, 2, 1, 0, 0, 1, 2, 3]
 
 
@@ -131,7 +133,7 @@ def test_scale_per_row() -> None:
             "on_oxygen": [False, False, True, True],
             "spo2_scale": [1, 2, 2, 2],
         }
-    )  # type: ignore[arg-type]
+    )
     assert result.components[:, 1].tolist() == [2, 0, 1, 0]
     assert result.components[:, 2].tolist() == [0, 0, 2, 2]
 
@@ -171,8 +173,8 @@ def test_scale_per_row() -> None:
         ({}, 0, Risk.LOW),
     ],
 )
-def test_whole_observation_sets(inputs: dict[str, object], total: int, risk: Risk) -> None:
-    result = news2(**{**NORMAL, **inputs})  # type: ignore[arg-type]
+def test_whole_observation_sets(inputs: dict[str, Any], total: int, risk: Risk) -> None:
+    result = news2(**{**NORMAL, **inputs})
     assert int(result.total) == total
     assert result.risk == risk
     assert str(result.risk) == str(risk)
@@ -192,9 +194,10 @@ def test_whole_observation_sets(inputs: dict[str, object], total: int, risk: Ris
         ({"respiratory_rate": 22, "pulse": 111, "temperature": 39.5, "systolic_bp": 105}, 7, Risk.HIGH),
     ],
 )
-def test_risk_thresholds(inputs: dict[str, object], total: int, risk: Risk) -> None:
-    result = news2(**{**NORMAL, **inputs})  # type: ignore[arg-type]
-    assert (int(result.total), result.risk[()]) == (total, risk)
+def test_risk_thresholds(inputs: dict[str, Any], total: int, risk: Risk) -> None:
+    result = news2(**{**NORMAL, **inputs})
+    assert int(result.total) == total
+    assert result.risk.item() is risk
     assert int(result.risk_level) == [Risk.LOW, Risk.LOW_MEDIUM, Risk.MEDIUM, Risk.HIGH].index(risk)
 
 
@@ -203,7 +206,7 @@ def test_risk_thresholds(inputs: dict[str, object], total: int, risk: Risk) -> N
 def test_a_missing_vital_scores_minus_one_and_makes_the_set_incomplete(
     vital: str, missing: float | None
 ) -> None:
-    result = news2(**{**NORMAL, "respiratory_rate": 8, vital: missing})  # type: ignore[arg-type]
+    result = news2(**{**NORMAL, "respiratory_rate": 8, vital: missing})
     component = CHART[vital][0]
     assert result.components[NEWS2_PARAMETERS.index(component)] == -1
     assert not result.complete
@@ -211,7 +214,7 @@ def test_a_missing_vital_scores_minus_one_and_makes_the_set_incomplete(
 
 
 def test_an_incomplete_set_still_carries_its_risk() -> None:
-    result = news2(**{**NORMAL, "spo2": 85, "pulse": math.nan, "temperature": math.nan})  # type: ignore[arg-type]
+    result = news2(**{**NORMAL, "spo2": 85, "pulse": math.nan, "temperature": math.nan})
     assert int(result.total) == 3
     assert result.risk == Risk.LOW_MEDIUM
     assert not result.complete
@@ -219,34 +222,34 @@ def test_an_incomplete_set_still_carries_its_risk() -> None:
 
 def test_unknown_oxygen() -> None:
     values = [85, 90, 93, 97]
-    scale_1 = news2(**{**NORMAL, "spo2": values, "on_oxygen": None})  # type: ignore[arg-type]
+    scale_1 = news2(**{**NORMAL, "spo2": values, "on_oxygen": None})
     assert scale_1.components[:, 1].tolist() == [3, 3, 2, 0]  # Scale 1 does not depend on oxygen
     assert scale_1.components[:, 2].tolist() == [-1] * 4
-    scale_2 = news2(**{**NORMAL, "spo2": values, "on_oxygen": [None, math.nan, None, None], "spo2_scale": 2})  # type: ignore[arg-type]
+    scale_2 = news2(**{**NORMAL, "spo2": values, "on_oxygen": [None, math.nan, None, None], "spo2_scale": 2})
     # <= 92 scores the same on air and on oxygen; >= 93 depends on the oxygen, so it is missing.
     assert scale_2.components[:, 1].tolist() == [2, 0, -1, -1]
     assert not scale_2.complete.any()
-    scalar = news2(**{**NORMAL, "spo2": 97, "on_oxygen": None, "spo2_scale": 2})  # type: ignore[arg-type]
+    scalar = news2(**{**NORMAL, "spo2": 97, "on_oxygen": None, "spo2_scale": 2})
     assert scalar.components[1] == -1
 
 
 def test_unknown_consciousness() -> None:
-    result = news2(**{**NORMAL, "alert": [True, False, None]})  # type: ignore[arg-type]
+    result = news2(**{**NORMAL, "alert": [True, False, None]})
     assert result.components[:, 5].tolist() == [0, 3, -1]
     assert result.complete.tolist() == [True, True, False]
 
 
 def test_infinities_score_as_the_extreme_bands() -> None:
-    result = news2(**{**NORMAL, "pulse": [math.inf, -math.inf]})  # type: ignore[arg-type]
+    result = news2(**{**NORMAL, "pulse": [math.inf, -math.inf]})
     assert result.components[:, 4].tolist() == [3, 3]
 
 
 def test_shapes_broadcast_like_numpy() -> None:
-    scalar = news2(**NORMAL)  # type: ignore[arg-type]
+    scalar = news2(**NORMAL)
     assert scalar.total.shape == ()
     assert scalar.components.shape == (7,)
     assert str(scalar.risk) == "low"
-    grid = news2(**{**NORMAL, "pulse": np.array([[40, 70, 140]]), "temperature": np.array([[35.0], [37.0]])})  # type: ignore[arg-type]
+    grid = news2(**{**NORMAL, "pulse": np.array([[40, 70, 140]]), "temperature": np.array([[35.0], [37.0]])})
     assert grid.total.shape == (2, 3)
     assert grid.components.shape == (2, 3, 7)
     assert grid.total.tolist() == [[6, 3, 6], [3, 0, 3]]
@@ -262,7 +265,7 @@ def test_shapes_broadcast_like_numpy() -> None:
         "low",
         "low-medium",
     ]
-    empty = news2(**{**NORMAL, "pulse": np.array([])})  # type: ignore[arg-type]
+    empty = news2(**{**NORMAL, "pulse": np.array([])})
     assert empty.total.shape == (0,)
     assert empty.components.shape == (0, 7)
 
@@ -270,7 +273,7 @@ def test_shapes_broadcast_like_numpy() -> None:
 def test_result_arrays_are_independent_of_the_inputs() -> None:
     pulse = np.array([70.0, 140.0])
     alert = np.array([True, False])
-    result = news2(**{**NORMAL, "pulse": pulse, "alert": alert})  # type: ignore[arg-type]
+    result = news2(**{**NORMAL, "pulse": pulse, "alert": alert})
     assert result.total.tolist() == [0, 6]
     assert pulse.tolist() == [70.0, 140.0]
     assert alert.tolist() == [True, False]
@@ -289,6 +292,6 @@ def test_result_arrays_are_independent_of_the_inputs() -> None:
         ({"pulse": [1, 2], "temperature": [1, 2, 3]}, "cannot be broadcast"),
     ],
 )
-def test_bad_input_is_refused_with_a_clear_message(overrides: dict[str, object], message: str) -> None:
+def test_bad_input_is_refused_with_a_clear_message(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        news2(**{**NORMAL, **overrides})  # type: ignore[arg-type]
+        news2(**{**NORMAL, **overrides})
