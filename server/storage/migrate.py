@@ -8,6 +8,7 @@ SQLite both have transactional DDL, so a failed migration leaves the previous sc
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -51,6 +52,12 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(config, revision)
 
 
+def _downgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
 def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
@@ -59,6 +66,17 @@ async def migrate(database: str | URL | AsyncEngine, *, revision: str = "head") 
     """Upgrade the database (a URL or an engine) to ``revision``; a no-op when it is already there.
 
     Raises MigrationError naming the database (password hidden) and the cause."""
+    await _run(database, _upgrade, revision)
+
+
+async def downgrade(database: str | URL | AsyncEngine, *, revision: str) -> None:
+    """Downgrade to ``revision`` (``base`` drops every table: an operator's tool, never run by the server)."""
+    await _run(database, _downgrade, revision)
+
+
+async def _run(
+    database: str | URL | AsyncEngine, step: Callable[[Connection, str], None], revision: str
+) -> None:
     engine = database if isinstance(database, AsyncEngine) else create_engine(database)
     try:
         async with engine.begin() as connection:
@@ -67,7 +85,7 @@ async def migrate(database: str | URL | AsyncEngine, *, revision: str = "head") 
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
                 )
             before = await connection.run_sync(_current)
-            await connection.run_sync(_upgrade, revision)
+            await connection.run_sync(step, revision)
             after = await connection.run_sync(_current)
         if before != after:
             logger.info("database %s migrated from %s to %s", redacted(engine.url), before, after)

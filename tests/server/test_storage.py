@@ -1,0 +1,265 @@
+"""Storage against real SQLite and real PostgreSQL: migrations, the audit guard, constraints, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from server_support import at, obs_topic, observation_batch, scalar
+from sqlalchemy import Connection, delete, inspect, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from edge_agent import protocol
+from server.ingest import Ingestor
+from server.settings import RetentionSettings
+from server.storage import create_engine, current_revision, head_revision, migrate, purge_expired
+from server.storage.migrate import downgrade
+from server.storage.models import Alert, AlertEventRecord, Base, DeadLetter, Gateway, SequenceGap
+
+EXPECTED_TABLES = {
+    "alembic_version",
+    "alert_events",
+    "alerts",
+    "assessments",
+    "commands",
+    "dead_letters",
+    "gateway_events",
+    "gateways",
+    "observations",
+    "patients",
+    "received_messages",
+    "sequence_gaps",
+}
+
+
+async def _table_names(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as connection:
+        return set(await connection.run_sync(lambda sync: inspect(sync).get_table_names()))
+
+
+async def test_migrations_upgrade_an_empty_database_to_head(empty_database_url: str) -> None:
+    engine = create_engine(empty_database_url)
+    try:
+        assert await _table_names(engine) == set()
+        assert await current_revision(engine) is None
+
+        await migrate(empty_database_url)
+
+        assert await current_revision(engine) == head_revision()
+        assert await _table_names(engine) == EXPECTED_TABLES
+        await migrate(engine)  # already at head: nothing to do, nothing fails
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+def _differences(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
+    """The migrated schema is what the models declare (else autogenerate would produce a migration)."""
+    async with engine.connect() as connection:
+        assert await connection.run_sync(_differences) == []
+
+
+async def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
+    await downgrade(database_url, revision="base")
+    engine = create_engine(database_url)
+    try:
+        assert await _table_names(engine) == {"alembic_version"}
+        await migrate(engine)
+        assert await _table_names(engine) == EXPECTED_TABLES
+    finally:
+        await engine.dispose()
+
+
+async def test_workers_migrating_at_once_do_not_collide(empty_database_url: str, backend: str) -> None:
+    await asyncio.gather(*(migrate(empty_database_url) for _ in range(3)))
+    engine = create_engine(empty_database_url)
+    try:
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+async def _alert_with_event(sessions: async_sessionmaker[AsyncSession]) -> tuple[uuid.UUID, uuid.UUID]:
+    alert_id, event_id = uuid.uuid4(), protocol.new_message_id()
+    async with sessions() as session, session.begin():
+        session.add(Gateway(gateway_id="gw-audit", first_seen_at=at(0), last_seen_at=at(0), online=True))
+        await session.flush()
+        session.add(
+            Alert(
+                id=alert_id,
+                category="technical",
+                condition="gateway_offline",
+                subject="gateway:gw-audit",
+                gateway_id="gw-audit",
+                state="open",
+                priority="medium",
+                tier=1,
+                reason="no heartbeat for 45 s",
+                raised_at=at(0),
+                updated_at=at(0),
+            )
+        )
+        await session.flush()
+        session.add(
+            AlertEventRecord(
+                message_id=event_id,
+                alert_id=alert_id,
+                action="raised",
+                actor=None,
+                reason="no heartbeat for 45 s",
+                priority="medium",
+                tier=1,
+                at=at(0),
+            )
+        )
+    return alert_id, event_id
+
+
+async def test_audit_log_rejects_update_and_delete(
+    sessions: async_sessionmaker[AsyncSession], backend: str
+) -> None:
+    alert_id, event_id = await _alert_with_event(sessions)
+
+    changes = [
+        update(AlertEventRecord).where(AlertEventRecord.message_id == event_id).values(actor="mallory"),
+        delete(AlertEventRecord).where(AlertEventRecord.message_id == event_id),
+    ]
+    for change in changes:
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with sessions() as session, session.begin():
+                await session.execute(change)
+    if backend == "postgresql":
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with sessions() as session, session.begin():
+                await session.execute(text("TRUNCATE alert_events CASCADE"))
+
+    # Appending stays allowed, and the original row is untouched.
+    async with sessions() as session, session.begin():
+        session.add(
+            AlertEventRecord(
+                message_id=protocol.new_message_id(),
+                alert_id=alert_id,
+                action="acknowledged",
+                actor="nurse-7",
+                reason="called the patient",
+                priority="medium",
+                tier=1,
+                at=at(60),
+            )
+        )
+    assert await scalar(sessions, "SELECT count(*) FROM alert_events") == 2
+    assert await scalar(sessions, "SELECT count(*) FROM alert_events WHERE actor IS NULL") == 1
+
+
+async def test_one_unresolved_alert_per_subject_and_condition(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    alert_id, _ = await _alert_with_event(sessions)
+
+    def duplicate() -> Alert:
+        return Alert(
+            id=uuid.uuid4(),
+            category="technical",
+            condition="gateway_offline",
+            subject="gateway:gw-audit",
+            state="open",
+            priority="medium",
+            tier=1,
+            reason="again",
+            raised_at=at(5),
+            updated_at=at(5),
+        )
+
+    with pytest.raises(IntegrityError):
+        async with sessions() as session, session.begin():
+            session.add(duplicate())
+    async with sessions() as session, session.begin():
+        await session.execute(update(Alert).where(Alert.id == alert_id).values(state="resolved"))
+    async with sessions() as session, session.begin():
+        session.add(duplicate())  # the old one is resolved: a new alert may open
+    assert await scalar(sessions, "SELECT count(*) FROM alerts") == 2
+
+
+async def test_naive_timestamps_are_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
+    with pytest.raises(StatementError, match="naive datetime"):
+        async with sessions() as session, session.begin():
+            session.add(
+                DeadLetter(
+                    topic="t",
+                    reason="x",
+                    detail="",
+                    payload=b"",
+                    payload_size=0,
+                    received_at=at(0).replace(tzinfo=None),
+                )
+            )
+
+
+async def test_retention_deletes_old_rows_in_batches_and_keeps_open_gaps(
+    ingestor: Ingestor, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    old, new = at(0), at(0) + timedelta(days=100)
+    for seq in (0, 1, 2, 5):  # an open gap 3..4, detected long ago
+        received = old if seq < 5 else old + timedelta(seconds=1)
+        batch = observation_batch(gateway_id, seq, count=3)
+        await ingestor.ingest(obs_topic(gateway_id), protocol.encode(batch), received)
+    batch = observation_batch(gateway_id, 6, count=3)
+    await ingestor.ingest(obs_topic(gateway_id), protocol.encode(batch), new)
+    await ingestor.ingest(obs_topic(gateway_id), b"not json", old)
+    async with sessions() as session, session.begin():
+        session.add(
+            SequenceGap(
+                gateway_id=gateway_id, first_missing=100, last_missing=100, detected_at=old, filled_at=old
+            )
+        )
+
+    settings = RetentionSettings(
+        observations_days=30,
+        assessments_days=30,
+        events_days=30,
+        received_messages_days=60,
+        dead_letters_days=30,
+        filled_gaps_days=30,
+        batch_size=2,
+    )
+    report = await purge_expired(sessions, settings, now=new)
+
+    assert report.deleted["observations"] == 12
+    assert report.deleted["received_messages"] == 4
+    assert report.deleted["dead_letters"] == 1
+    assert report.deleted["sequence_gaps"] == 1  # the filled one; the open gap stays
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 3
+    assert await scalar(sessions, "SELECT count(*) FROM received_messages") == 1
+    assert await scalar(sessions, "SELECT count(*) FROM sequence_gaps WHERE filled_at IS NULL") == 1
+
+    again = await purge_expired(sessions, settings, now=new)
+    assert again.total == 0
+
+
+async def test_retention_none_keeps_forever(
+    ingestor: Ingestor, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    batch = observation_batch(gateway_id, 0)
+    await ingestor.ingest(obs_topic(gateway_id), protocol.encode(batch), at(0))
+    keep_all = RetentionSettings(
+        observations_days=None,
+        assessments_days=None,
+        events_days=None,
+        received_messages_days=None,
+        dead_letters_days=None,
+        filled_gaps_days=None,
+    )
+    report = await purge_expired(sessions, keep_all, now=at(0) + timedelta(days=10_000))
+    assert report.total == 0
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 2
