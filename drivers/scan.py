@@ -36,7 +36,7 @@ def describe_service(uuid: str) -> str:
     name = HEALTH_SERVICES.get(uuid.lower())
     if name is None:
         name = uuidstr_to_str(uuid)
-    short = uuid[4:8] if uuid.lower().endswith("-0000-1000-8000-00805f9b34fb") else uuid
+    short = uuid[4:8].upper() if uuid.lower().endswith("-0000-1000-8000-00805f9b34fb") else uuid
     return f"{name} (0x{short})" if short != uuid else f"{name} ({uuid})"
 
 

@@ -222,12 +222,15 @@ class BleDevice:
 
             return callback
 
+        # Everything is subscribed before the first yield, so nothing the device sends while the consumer
+        # is busy elsewhere is missed: it waits in the queue.
+        battery_event: BatteryLevel | None = None
         try:
             battery = client.services.get_characteristic(BATTERY_LEVEL)
             if battery is not None:
-                event = self._battery_event(bytes(await client.read_gatt_char(BATTERY_LEVEL)), self._now())
-                if event is not None:
-                    yield event
+                battery_event = self._battery_event(
+                    bytes(await client.read_gatt_char(BATTERY_LEVEL)), self._now()
+                )
                 if NOTIFY_PROPERTIES & set(battery.properties):
                     await client.start_notify(BATTERY_LEVEL, enqueue(BATTERY_LEVEL))
             subscribed = []
@@ -239,6 +242,8 @@ class BleDevice:
                 subscribed.append(uuid)
         except Exception as exc:  # bleak raises BleakError, OSError, EOFError, TimeoutError, KeyError...
             raise ConnectionFailedError(f"setting up the connection failed: {exc!r}") from exc
+        if battery_event is not None:
+            yield battery_event
         if not subscribed:
             logger.warning("%s: device has none of the measurement characteristics we read", self._device_id)
         else:

@@ -1,0 +1,208 @@
+"""The BLE transport driven by a fake bleak-style client that emits real notification bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from drivers import Reading, Vital
+from drivers.ble import gatt
+from drivers.ble.transport import BleDevice, GattClient
+from drivers.errors import ConnectionFailedError, DeviceNotFoundError
+from drivers.transport import Backoff, BatteryLevel, Connected, DeviceEvent, Disconnected
+from simulators.devices import gatt_encoders as enc
+
+FAST = Backoff(base_s=0.01, cap_s=0.05)
+NORDIC_BP_FULL = bytes.fromhex("1e8a00580078000000041114293b3c00012700")
+
+
+@dataclass
+class FakeCharacteristic:
+    uuid: str
+    properties: Sequence[str]
+
+
+@dataclass
+class FakeServices:
+    characteristics: dict[str, FakeCharacteristic]
+
+    def get_characteristic(self, specifier: str) -> FakeCharacteristic | None:
+        return self.characteristics.get(specifier)
+
+
+@dataclass
+class FakeBleakClient:
+    """Behaves like a connected bleak client of a blood-pressure cuff with a battery service."""
+
+    on_disconnect: Callable[[], None]
+    battery: int = 87
+    services: FakeServices = field(
+        default_factory=lambda: FakeServices(
+            {
+                gatt.BLOOD_PRESSURE_MEASUREMENT: FakeCharacteristic(
+                    gatt.BLOOD_PRESSURE_MEASUREMENT, ["indicate"]
+                ),
+                gatt.BATTERY_LEVEL: FakeCharacteristic(gatt.BATTERY_LEVEL, ["read", "notify"]),
+                # present but not notifiable: must not be subscribed
+                gatt.HEART_RATE_MEASUREMENT: FakeCharacteristic(gatt.HEART_RATE_MEASUREMENT, ["read"]),
+            }
+        )
+    )
+    callbacks: dict[str, Callable[[Any, bytearray], None]] = field(default_factory=dict)
+    connected: bool = True
+    disconnect_calls: int = 0
+
+    async def start_notify(self, char_specifier: str, callback: Callable[[Any, bytearray], None]) -> None:
+        assert self.connected, "a client was used after it disconnected"
+        self.callbacks[char_specifier] = callback
+
+    async def read_gatt_char(self, char_specifier: str) -> bytearray:
+        assert self.connected, "a client was used after it disconnected"
+        assert char_specifier == gatt.BATTERY_LEVEL
+        return bytearray([self.battery])
+
+    async def disconnect(self) -> None:
+        self.disconnect_calls += 1
+        self.connected = False
+
+    def notify(self, uuid: str, data: bytes) -> None:
+        """What bleak does when a notification or indication arrives."""
+        self.callbacks[uuid](self.services.get_characteristic(uuid), bytearray(data))
+
+    def drop_link(self) -> None:
+        """The peripheral went away: bleak calls the disconnected callback."""
+        self.connected = False
+        self.on_disconnect()
+
+
+class FakeFactory:
+    """A ClientFactory: each call is a new connection with a new client (failures scripted first)."""
+
+    def __init__(self, failures: Sequence[Exception] = ()) -> None:
+        self.failures = list(failures)
+        self.clients: list[FakeBleakClient] = []
+        self.connected = asyncio.Event()
+
+    async def __call__(self, on_disconnect: Callable[[], None]) -> GattClient:
+        if self.failures:
+            raise self.failures.pop(0)
+        client = FakeBleakClient(on_disconnect)
+        self.clients.append(client)
+        self.connected.set()
+        return client
+
+
+async def next_item(items: AsyncIterator[Reading | DeviceEvent]) -> Reading | DeviceEvent:
+    async with asyncio.timeout(5):
+        return await anext(items)
+
+
+async def test_blood_pressure_cuff_session_and_reconnect() -> None:
+    factory = FakeFactory(failures=[DeviceNotFoundError("not advertising"), ConnectionFailedError("timeout")])
+    device = BleDevice(device_id="cuff-1", client_factory=factory, device_kind="blood_pressure", backoff=FAST)
+    async with contextlib.aclosing(device.readings()) as items:
+        connected = await next_item(items)
+        assert isinstance(connected, Connected) and connected.device_kind == "blood_pressure"
+        battery = await next_item(items)
+        assert isinstance(battery, BatteryLevel) and battery.battery_pct == 87
+        first = factory.clients[0]
+        assert set(first.callbacks) == {gatt.BATTERY_LEVEL, gatt.BLOOD_PRESSURE_MEASUREMENT}
+
+        first.notify(gatt.BLOOD_PRESSURE_MEASUREMENT, b"\x03\x01")  # malformed: skipped and counted
+        first.notify(gatt.BLOOD_PRESSURE_MEASUREMENT, NORDIC_BP_FULL)
+        first.notify(gatt.BATTERY_LEVEL, b"\x50")
+        # A second measurement arrives and the link drops right after: it must still come out.
+        first.notify(
+            gatt.BLOOD_PRESSURE_MEASUREMENT, enc.blood_pressure_measurement(150, 95, 113, pulse_bpm=88)
+        )
+        first.drop_link()
+
+        values = [await next_item(items) for _ in range(5)]
+        assert [(r.vital, r.value) for r in values[:4] if isinstance(r, Reading)] == [
+            (Vital.SYSTOLIC_BP, 138.0),
+            (Vital.DIASTOLIC_BP, 88.0),
+            (Vital.MEAN_ARTERIAL_PRESSURE, 120.0),
+            (Vital.HEART_RATE, 60.0),
+        ]
+        assert isinstance(values[4], BatteryLevel) and values[4].battery_pct == 80
+        second_measurement = [await next_item(items) for _ in range(4)]
+        assert [r.value for r in second_measurement if isinstance(r, Reading)] == [150, 95, 113, 88]
+        lost = await next_item(items)
+        assert isinstance(lost, Disconnected)
+        assert first.disconnect_calls == 1
+        assert device.parse_errors == 1
+
+        assert isinstance(await next_item(items), Connected)
+        second = factory.clients[1]
+        assert second is not first  # a new client for every connection
+        assert isinstance(await next_item(items), BatteryLevel)
+        second.notify(gatt.BLOOD_PRESSURE_MEASUREMENT, NORDIC_BP_FULL)
+        reading = await next_item(items)
+        assert isinstance(reading, Reading) and reading.value == 138.0
+    assert second.disconnect_calls == 1  # closing the iterator disconnects the live client
+    assert device.connections == 2
+
+
+async def test_failure_while_subscribing_is_a_disconnect() -> None:
+    class BrokenClient(FakeBleakClient):
+        async def start_notify(self, char_specifier: str, callback: Callable[[Any, bytearray], None]) -> None:
+            raise OSError("le-connection-abort-by-local")
+
+    made: list[BrokenClient] = []
+
+    async def factory(on_disconnect: Callable[[], None]) -> GattClient:
+        client = BrokenClient(on_disconnect)
+        made.append(client)
+        return client
+
+    device = BleDevice(device_id="cuff-2", client_factory=factory, backoff=FAST)
+    async with contextlib.aclosing(device.readings()) as items:
+        assert isinstance(await next_item(items), Connected)
+        lost = await next_item(items)
+        assert isinstance(lost, Disconnected) and "le-connection-abort-by-local" in lost.reason
+        assert made[0].disconnect_calls == 1
+        assert isinstance(await next_item(items), Connected)
+        assert made[1] is not made[0]
+
+
+async def test_cancelling_the_consumer_disconnects() -> None:
+    factory = FakeFactory()
+    device = BleDevice(device_id="hr-1", client_factory=factory, backoff=FAST)
+    seen: list[Reading | DeviceEvent] = []
+
+    async def consume() -> None:
+        async for item in device.readings():
+            seen.append(item)
+
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(consume(), name="consume hr-1")
+        await factory.connected.wait()
+        await asyncio.sleep(0.01)
+        task.cancel()
+    assert factory.clients[0].disconnect_calls == 1
+    assert isinstance(seen[0], Connected)
+
+
+def test_unknown_characteristic_is_refused() -> None:
+    async def factory(on_disconnect: Callable[[], None]) -> GattClient:
+        raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="no parser"):
+        BleDevice(device_id="x", client_factory=factory, characteristics=[gatt.sig_uuid(0x2A00)])
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    import random
+
+    backoff = Backoff(base_s=1.0, cap_s=8.0, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(12)]
+    assert all(0 <= d <= 8.0 for d in delays)
+    assert len(set(delays)) == len(delays)
+    assert max(delays[:1]) <= 1.0
+    backoff.reset()
+    assert backoff.next_delay() <= 1.0
