@@ -126,14 +126,20 @@ class CombinedBands:
             rows.append((*row, MISSING))  # the NaN bin
         return cls(tables=rows, cuts=np.array(union, dtype=np.float64))
 
-    def score(self, values: FloatArray, table: NDArray[np.intp]) -> ScoreArray:
+    def score(self, values: FloatArray, table: NDArray[np.int8]) -> ScoreArray:
         """The score of each value under the table numbered by ``table`` (same shape as ``values``)."""
-        lookup = np.array(self.tables, dtype=np.int8).reshape(-1)
         width = len(self.cuts) + 2
-        position = band_index(values, self.cuts).astype(np.intp)
-        position += table * width
-        result: ScoreArray = lookup.take(position)
+        position = band_index(values, self.cuts)
+        if len(self.tables) * width <= np.iinfo(np.int8).max:
+            position += table * np.int8(width)  # stays int8: one small index array
+        else:  # pragma: no cover - no chart has that many cut points
+            position = position.astype(np.intp) + table.astype(np.intp) * width
+        result: ScoreArray = self._lookup.take(position)
         return result
+
+    @property
+    def _lookup(self) -> ScoreArray:
+        return np.array(self.tables, dtype=np.int8).reshape(-1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -143,7 +143,8 @@ class News2Result:
 
         Built on first access from ``risk_level`` (an object array costs about 7 ns a row to make).
         """
-        risk: NDArray[np.object_] = _RISK_OBJECTS.take(self.risk_level.astype(np.intp))
+        levels = self.risk_level.reshape(-1).astype(np.intp)
+        risk: NDArray[np.object_] = _RISK_OBJECTS.take(levels).reshape(self.risk_level.shape)
         return risk
 
 
@@ -200,7 +201,8 @@ def news2(
     if single is not None:
         components[_ROW["spo2"]] = single.score(spo2_values)
     else:
-        table = (flat(scale, shape) == 2).astype(np.intp) * (1 + flat(oxygen, shape).astype(np.intp))
+        # Table 0: scale 1; 1 + oxygen code (air, oxygen, unknown): scale 2.
+        table = np.equal(flat(scale, shape), 2).view(np.int8) * (np.int8(1) + flat(oxygen, shape))
         components[_ROW["spo2"]] = _SPO2_TABLES.score(spo2_values, table)
 
     for name, table, codes in (
