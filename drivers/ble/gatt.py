@@ -49,6 +49,7 @@ PLX_CONTINUOUS_MEASUREMENT: Final = sig_uuid(0x2A5F)
 WEIGHT_MEASUREMENT: Final = sig_uuid(0x2A9D)
 GLUCOSE_MEASUREMENT: Final = sig_uuid(0x2A18)
 BATTERY_LEVEL: Final = sig_uuid(0x2A19)
+RECORD_ACCESS_CONTROL_POINT: Final = sig_uuid(0x2A52)
 
 HEALTH_SERVICES: Final[Mapping[str, str]] = {
     sig_uuid(0x180D): "Heart Rate",

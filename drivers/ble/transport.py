@@ -7,7 +7,8 @@
    never used again after it disconnects;
 2. the battery level (0x2A19) is read, and subscribed to when the device notifies it;
 3. every known measurement characteristic the device has (:data:`~drivers.ble.gatt.MEASUREMENT_PARSERS`)
-   is subscribed to (bleak enables notifications or indications, whichever the characteristic has);
+   is subscribed to (bleak enables notifications or indications, whichever the characteristic has); a
+   glucose meter is then asked for its stored records through the Record Access Control Point;
 4. notification bytes go, with their receive time, into a queue in arrival order; the disconnect
    callback puts a marker behind them, so everything received before a disconnect is still parsed and
    yielded before :class:`~drivers.transport.Disconnected`;
@@ -26,7 +27,14 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Seque
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Final, Protocol
 
-from drivers.ble.gatt import BATTERY_LEVEL, MEASUREMENT_PARSERS, parse_battery_level
+from drivers.ble.gatt import (
+    BATTERY_LEVEL,
+    GLUCOSE_MEASUREMENT,
+    MEASUREMENT_PARSERS,
+    RECORD_ACCESS_CONTROL_POINT,
+    GlucoseMeasurement,
+    parse_battery_level,
+)
 from drivers.errors import (
     AdapterUnavailableError,
     ConnectionFailedError,
@@ -40,6 +48,10 @@ from drivers.transport import Backoff, BatteryLevel, Connected, DeviceEvent, Dis
 logger = logging.getLogger(__name__)
 
 DISCONNECT_TIMEOUT_S: Final = 10.0
+RACP_REPORT_STORED_RECORDS: Final = 0x01
+RACP_ALL_RECORDS: Final = 0x01
+RACP_GREATER_OR_EQUAL: Final = 0x03
+RACP_FILTER_SEQUENCE_NUMBER: Final = 0x01
 NOTIFY_PROPERTIES: Final = frozenset({"notify", "indicate"})
 
 
@@ -67,6 +79,8 @@ class GattClient(Protocol):
     async def start_notify(self, char_specifier: str, callback: NotifyCallback) -> None: ...
 
     async def read_gatt_char(self, char_specifier: str) -> bytearray: ...
+
+    async def write_gatt_char(self, char_specifier: str, data: bytes, response: bool) -> None: ...
 
     async def disconnect(self) -> None: ...
 
@@ -162,6 +176,7 @@ class BleDevice:
         device_tz: tzinfo = UTC,
         backoff: Backoff | None = None,
         now: Callable[[], datetime] = _utc_now,
+        last_glucose_sequence: int | None = None,
     ) -> None:
         self._device_id = device_id
         self._factory = client_factory
@@ -177,6 +192,8 @@ class BleDevice:
         self.parse_errors = 0
         """Notifications that could not be parsed (each logged at DEBUG with its bytes in hex)."""
         self.connections = 0
+        self.last_glucose_sequence: int | None = last_glucose_sequence
+        """Sequence number of the newest glucose record received; the next connection asks for later ones."""
 
     @property
     def device_id(self) -> str:
@@ -197,33 +214,43 @@ class BleDevice:
                 logger.info("%s: not connected (%s); retrying in %.1f s", self._device_id, exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            self.connections += 1
-            yield Connected(self._device_id, self.device_kind, self._now())
-            reason = "device disconnected"
             try:
-                async with contextlib.aclosing(self._session(client, queue)) as session:
-                    async for item in session:
-                        yield item
+                # Subscribe before the first yield: what the device sends while the consumer is busy
+                # elsewhere waits in the queue instead of being missed.
+                battery_event = await self._set_up(client, queue)
             except ConnectionFailedError as exc:
-                reason = str(exc)
+                await _disconnect_quietly(client)
+                del client  # never reused
+                delay = self._backoff.next_delay()
+                logger.info("%s: %s; retrying in %.1f s", self._device_id, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            self.connections += 1
+            try:
+                yield Connected(self._device_id, self.device_kind, self._now())
+                if battery_event is not None:
+                    yield battery_event
+                async with contextlib.aclosing(self._notifications(queue)) as notifications:
+                    async for item in notifications:
+                        yield item
             finally:
                 await _disconnect_quietly(client)
                 del client  # never reused: the next connection gets a new client from the factory
-            logger.info("%s: %s", self._device_id, reason)
-            yield Disconnected(self._device_id, reason, self._now())
+            logger.info("%s: device disconnected", self._device_id)
+            yield Disconnected(self._device_id, "device disconnected", self._now())
             await asyncio.sleep(self._backoff.next_delay())
 
-    async def _session(
+    async def _set_up(
         self, client: GattClient, queue: asyncio.Queue[_Notification | _Disconnect]
-    ) -> AsyncGenerator[Reading | DeviceEvent, None]:
+    ) -> BatteryLevel | None:
+        """Read the battery, subscribe to every measurement, ask a glucose meter for its records."""
+
         def enqueue(uuid: str) -> NotifyCallback:
             def callback(_sender: Any, data: bytearray) -> None:
                 queue.put_nowait((uuid, bytes(data), self._now()))
 
             return callback
 
-        # Everything is subscribed before the first yield, so nothing the device sends while the consumer
-        # is busy elsewhere is missed: it waits in the queue.
         battery_event: BatteryLevel | None = None
         try:
             battery = client.services.get_characteristic(BATTERY_LEVEL)
@@ -240,20 +267,28 @@ class BleDevice:
                     continue
                 await client.start_notify(uuid, enqueue(uuid))
                 subscribed.append(uuid)
+            if GLUCOSE_MEASUREMENT in subscribed:
+                await self._request_glucose_records(client, enqueue)
         except Exception as exc:  # bleak raises BleakError, OSError, EOFError, TimeoutError, KeyError...
             raise ConnectionFailedError(f"setting up the connection failed: {exc!r}") from exc
-        if battery_event is not None:
-            yield battery_event
         if not subscribed:
             logger.warning("%s: device has none of the measurement characteristics we read", self._device_id)
         else:
             logger.debug("%s: subscribed to %s", self._device_id, ", ".join(subscribed))
+        return battery_event
 
+    async def _notifications(
+        self, queue: asyncio.Queue[_Notification | _Disconnect]
+    ) -> AsyncGenerator[Reading | DeviceEvent, None]:
+        """Parsed notifications in arrival order, until the disconnect marker."""
         while True:
             item = await queue.get()
             if isinstance(item, _Disconnect):
                 return
             uuid, data, received_at = item
+            if uuid == RECORD_ACCESS_CONTROL_POINT:
+                logger.debug("%s: record access control point: %s", self._device_id, data.hex(" "))
+                continue
             if uuid == BATTERY_LEVEL:
                 event = self._battery_event(data, received_at)
                 if event is not None:
@@ -266,8 +301,31 @@ class BleDevice:
                 logger.debug("%s: %s: %s", self._device_id, uuid, exc)
                 continue
             self._backoff.reset()
+            if isinstance(measurement, GlucoseMeasurement):
+                self.last_glucose_sequence = measurement.sequence_number
             for reading in measurement.to_readings(self._device_id, received_at, device_tz=self._device_tz):
                 yield reading
+
+    async def _request_glucose_records(
+        self, client: GattClient, enqueue: Callable[[str], NotifyCallback]
+    ) -> None:
+        """Ask a glucose meter for its stored records (Record Access Control Point, 0x2A52).
+
+        Glucose meters send measurements only when asked: "report stored records", all of them on the
+        first connection, then those after the last sequence number seen.
+        """
+        racp = client.services.get_characteristic(RECORD_ACCESS_CONTROL_POINT)
+        if racp is None or "indicate" not in racp.properties:
+            return
+        await client.start_notify(RECORD_ACCESS_CONTROL_POINT, enqueue(RECORD_ACCESS_CONTROL_POINT))
+        last = self.last_glucose_sequence
+        if last is None or last >= 0xFFFF:
+            request = bytes([RACP_REPORT_STORED_RECORDS, RACP_ALL_RECORDS])
+        else:
+            request = bytes(
+                [RACP_REPORT_STORED_RECORDS, RACP_GREATER_OR_EQUAL, RACP_FILTER_SEQUENCE_NUMBER]
+            ) + (last + 1).to_bytes(2, "little")
+        await client.write_gatt_char(RECORD_ACCESS_CONTROL_POINT, request, True)
 
     def _battery_event(self, data: bytes, at: datetime) -> BatteryLevel | None:
         try:

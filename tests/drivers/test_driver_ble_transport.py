@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -56,6 +57,7 @@ class FakeBleakClient:
     callbacks: dict[str, Callable[[Any, bytearray], None]] = field(default_factory=dict)
     connected: bool = True
     disconnect_calls: int = 0
+    writes: list[tuple[str, bytes]] = field(default_factory=list)
 
     async def start_notify(self, char_specifier: str, callback: Callable[[Any, bytearray], None]) -> None:
         assert self.connected, "a client was used after it disconnected"
@@ -65,6 +67,10 @@ class FakeBleakClient:
         assert self.connected, "a client was used after it disconnected"
         assert char_specifier == gatt.BATTERY_LEVEL
         return bytearray([self.battery])
+
+    async def write_gatt_char(self, char_specifier: str, data: bytes, response: bool) -> None:
+        assert self.connected, "a client was used after it disconnected"
+        self.writes.append((char_specifier, bytes(data)))
 
     async def disconnect(self) -> None:
         self.disconnect_calls += 1
@@ -154,20 +160,30 @@ async def test_failure_while_subscribing_is_a_disconnect() -> None:
             raise OSError("le-connection-abort-by-local")
 
     made: list[BrokenClient] = []
+    third_attempt = asyncio.Event()
 
     async def factory(on_disconnect: Callable[[], None]) -> GattClient:
         client = BrokenClient(on_disconnect)
         made.append(client)
+        if len(made) == 3:
+            third_attempt.set()
         return client
 
     device = BleDevice(device_id="cuff-2", client_factory=factory, backoff=FAST)
-    async with contextlib.aclosing(device.readings()) as items:
-        assert isinstance(await next_item(items), Connected)
-        lost = await next_item(items)
-        assert isinstance(lost, Disconnected) and "le-connection-abort-by-local" in lost.reason
-        assert made[0].disconnect_calls == 1
-        assert isinstance(await next_item(items), Connected)
-        assert made[1] is not made[0]
+    seen: list[Reading | DeviceEvent] = []
+
+    async def consume() -> None:
+        async for item in device.readings():
+            seen.append(item)
+
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(consume(), name="consume cuff-2")
+        async with asyncio.timeout(5):
+            await third_attempt.wait()
+        task.cancel()
+    assert seen == []  # a connection that could not be set up is not reported as connected
+    assert all(client.disconnect_calls == 1 for client in made[:2])
+    assert len({id(client) for client in made}) == len(made)  # a new client every time
 
 
 async def test_cancelling_the_consumer_disconnects() -> None:
@@ -206,3 +222,79 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert max(delays[:1]) <= 1.0
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+async def test_real_factory_without_an_adapter_raises_adapter_unavailable() -> None:
+    from drivers.ble.transport import BleakClientFactory
+    from drivers.errors import AdapterUnavailableError
+
+    factory = BleakClientFactory(address="AA:BB:CC:DD:EE:FF", scan_timeout_s=0.5)
+    outcome: Exception | None = None
+    try:
+        await factory(lambda: None)
+    except (AdapterUnavailableError, DeviceNotFoundError) as exc:
+        outcome = exc
+    if isinstance(outcome, DeviceNotFoundError):
+        pytest.skip("this machine has a Bluetooth adapter")
+    assert isinstance(outcome, AdapterUnavailableError)
+    assert "Bluetooth is not available" in str(outcome)
+
+
+def test_transports_implement_the_device_protocol(tmp_path: object) -> None:
+    from drivers.serial.transport import SerialDevice
+    from drivers.transport import Device
+
+    async def factory(on_disconnect: Callable[[], None]) -> GattClient:
+        raise AssertionError("never called")
+
+    devices: list[Device] = [
+        BleDevice(device_id="ble-1", client_factory=factory),
+        SerialDevice(device_id="ser-1", kind="masimo", port="/dev/null"),
+    ]
+    assert all(isinstance(device, Device) for device in devices)
+    assert [device.device_id for device in devices] == ["ble-1", "ser-1"]
+
+
+def glucose_meter_services() -> FakeServices:
+    return FakeServices(
+        {
+            gatt.GLUCOSE_MEASUREMENT: FakeCharacteristic(gatt.GLUCOSE_MEASUREMENT, ["notify"]),
+            gatt.RECORD_ACCESS_CONTROL_POINT: FakeCharacteristic(
+                gatt.RECORD_ACCESS_CONTROL_POINT, ["write", "indicate"]
+            ),
+        }
+    )
+
+
+async def test_glucose_meter_is_asked_for_records_after_the_last_one_seen() -> None:
+    clients: list[FakeBleakClient] = []
+
+    async def factory(on_disconnect: Callable[[], None]) -> GattClient:
+        client = FakeBleakClient(on_disconnect, services=glucose_meter_services())
+        clients.append(client)
+        return client
+
+    device = BleDevice(device_id="meter-1", client_factory=factory, backoff=FAST)
+    stamp = datetime(2026, 3, 30, 7, 15)
+    async with contextlib.aclosing(device.readings()) as items:
+        assert isinstance(await next_item(items), Connected)
+        first = clients[0]
+        assert first.writes == [(gatt.RECORD_ACCESS_CONTROL_POINT, bytes([0x01, 0x01]))]  # all records
+        for sequence, value in ((6, 0.00105), (7, 0.00142)):
+            first.notify(
+                gatt.GLUCOSE_MEASUREMENT, enc.glucose_measurement(sequence, stamp, concentration=value)
+            )
+        first.notify(gatt.RECORD_ACCESS_CONTROL_POINT, bytes([0x06, 0x00, 0x01, 0x01]))  # success
+        first.drop_link()
+        glucose = [await next_item(items), await next_item(items)]
+        assert [(r.vital, r.value) for r in glucose if isinstance(r, Reading)] == [
+            (Vital.BLOOD_GLUCOSE, pytest.approx(105.0)),
+            (Vital.BLOOD_GLUCOSE, pytest.approx(142.0)),
+        ]
+        assert isinstance(await next_item(items), Disconnected)
+        assert isinstance(await next_item(items), Connected)
+        # records after sequence 7 only: opcode 1, operator ">=", filter "sequence number", 8
+        assert clients[1].writes == [
+            (gatt.RECORD_ACCESS_CONTROL_POINT, bytes([0x01, 0x03, 0x01, 0x08, 0x00]))
+        ]
+    assert device.last_glucose_sequence == 7
