@@ -94,6 +94,8 @@ class DeadLetterReason(StrEnum):
     """A command acknowledgement for a command this server never sent to that gateway."""
     STORAGE_REJECTED = "storage_rejected"
     """Valid by the contract but refused by the database (a constraint or value error)."""
+    INTERNAL_ERROR = "internal_error"
+    """Storing it hit a bug in the server (logged with its traceback); kept here to replay after a fix."""
 
 
 class OutcomeKind(StrEnum):
@@ -186,23 +188,12 @@ def _classify(error: ProtocolError) -> DeadLetterReason:
     return DeadLetterReason.SCHEMA_VIOLATION
 
 
-# SQLSTATEs worth another attempt: serialization failure, deadlock, connection problems, shutdown.
-_RETRYABLE_SQLSTATE_PREFIXES: Final = ("40001", "40P01", "08", "57P", "53")
-
-
-def _retryable(error: BaseException) -> bool:
-    if isinstance(error, OSError | TimeoutError | ConnectionError):
-        return True
-    if not isinstance(error, DBAPIError) or isinstance(error, IntegrityError | DataError):
+def _storage_trouble(error: BaseException) -> bool:
+    """Errors of the database rather than of the message: locks, deadlocks, serialization failures,
+    lost or refused connections, a missing schema. Worth retrying; never the message's fault."""
+    if isinstance(error, IntegrityError | DataError):
         return False
-    if error.connection_invalidated:
-        return True
-    original = error.orig
-    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    if isinstance(state, str) and state.startswith(_RETRYABLE_SQLSTATE_PREFIXES):
-        return True
-    text = str(original).lower()
-    return "locked" in text or "busy" in text or "connection" in text
+    return isinstance(error, DBAPIError | OSError | TimeoutError)
 
 
 def utc_now() -> datetime:
@@ -278,8 +269,9 @@ class Ingestor:
             except (IntegrityError, DataError) as exc:
                 raise _Rejected(DeadLetterReason.STORAGE_REJECTED, f"database refused: {exc.orig}") from exc
             except Exception as exc:
-                if not _retryable(exc):
-                    raise
+                if not _storage_trouble(exc):
+                    logger.exception("storing a message from %s failed on a server bug", where.gateway_id)
+                    raise _Rejected(DeadLetterReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}") from exc
                 if attempt == attempts:
                     self.counters.storage_failures += 1
                     raise StorageUnavailable(
@@ -434,7 +426,7 @@ class Ingestor:
                     )
                 break
             except Exception as exc:
-                if not _retryable(exc):
+                if not _storage_trouble(exc):
                     raise
                 if attempt == attempts:
                     self.counters.storage_failures += 1

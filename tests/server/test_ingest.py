@@ -447,3 +447,27 @@ def test_subscription_filters_use_the_shared_group() -> None:
         "$share/ingest/wardwatch/v1/gw/+/cmd-ack",
     ]
     assert subscription_filters(None)[1] == "wardwatch/v1/gw/+/obs"
+
+
+async def test_a_server_bug_dead_letters_the_message_instead_of_stopping_ingest(
+    ingestor: Ingestor,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug in the observation writer")
+
+    monkeypatch.setattr(repository, "insert_observations", broken)
+    outcome = await ingestor.ingest(
+        obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, 0)), RECEIVED
+    )
+    assert outcome.reason is DeadLetterReason.INTERNAL_ERROR
+    assert "bug in the observation writer" in caplog.text  # logged with its traceback
+    assert await scalar(sessions, "SELECT count(*) FROM received_messages") == 0  # rolled back
+    monkeypatch.undo()
+    again = await ingestor.ingest(
+        obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, 1)), RECEIVED
+    )
+    assert again.kind is OutcomeKind.STORED

@@ -1,0 +1,153 @@
+"""The MQTT side of ingest: subscribe to every gateway's topics, store each message, then PUBACK.
+
+One :class:`IngestConsumer` is one server worker's connection to the broker. It subscribes with QoS 1 to
+``$share/<group>/wardwatch/v1/gw/+/<channel>`` (several workers with the same group split the traffic)
+with a persistent session and manual acknowledgement, and hands each message to the
+:class:`~server.ingest.Ingestor`. The PUBACK goes out only after ``ingest`` returned, i.e. after the
+message's transaction committed (or its dead letter was written); acknowledgements leave in the order the
+messages arrived (as MQTT requires), while up to ``concurrency`` messages are stored at once.
+
+When storage is unavailable (``StorageUnavailable``) the consumer drops the connection without
+acknowledging what it has not stored; the broker keeps those messages in the session and delivers them
+again after the reconnect (capped, jittered backoff). A message stored but not yet acknowledged when the
+connection drops comes back too and is recognised as a duplicate.
+
+``on_outcome`` (e.g. the escalation engine) is awaited after the commit and before the PUBACK. A failure
+there is logged and does not stop ingest; the outcome is not delivered again (a redelivered message is a
+DUPLICATE), so a consumer of outcomes that must not miss one re-reads stored state at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Protocol
+
+from edge_agent.backoff import Backoff
+from edge_agent.mqtt import ConnectFailed, Message, MqttClient, MqttError, MqttSettings
+from server.ingest import IngestOutcome, subscription_filters, utc_now
+from server.storage.errors import StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class MessageIngest(Protocol):
+    """What the consumer needs of an ingestor (``server.ingest.Ingestor`` is one)."""
+
+    async def ingest(
+        self, topic: str, payload: bytes, received_at: datetime | None = None
+    ) -> IngestOutcome: ...
+
+
+OutcomeHandler = Callable[[IngestOutcome], Awaitable[None]]
+
+
+class IngestConsumer:
+    """Consumes gateway traffic from the broker into the database until cancelled."""
+
+    def __init__(
+        self,
+        ingestor: MessageIngest,
+        mqtt: MqttSettings,
+        *,
+        share_group: str | None,
+        concurrency: int = 8,
+        on_outcome: OutcomeHandler | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        # Redelivery after a failure depends on a persistent session and on acknowledging ourselves.
+        self.mqtt = replace(mqtt, manual_ack=True, clean_start=False)
+        self.filters = subscription_filters(share_group)
+        self._ingestor = ingestor
+        self._concurrency = concurrency
+        self._on_outcome = on_outcome
+        self._clock = clock
+        self._backoff = backoff or Backoff(initial_s=0.5, maximum_s=30.0)
+        self.connected = asyncio.Event()
+        """Set while subscribed (tests and health checks wait on it)."""
+        self.acknowledged = 0
+        """Messages acknowledged to the broker since start-up."""
+        self.reconnects = 0
+        self._progress = asyncio.Event()
+
+    async def wait_acknowledged(self, count: int) -> None:
+        """Return once at least ``count`` messages have been acknowledged in total."""
+        while self.acknowledged < count:
+            self._progress.clear()
+            await self._progress.wait()
+
+    async def run(self) -> None:
+        """Connect, consume, and reconnect after failures, until the task is cancelled."""
+        while True:
+            try:
+                await self.run_connection()
+            except ConnectFailed as exc:
+                logger.warning("cannot reach the broker at %s:%d: %s", self.mqtt.host, self.mqtt.port, exc)
+            except MqttError as exc:
+                logger.warning("broker connection lost: %s", exc)
+            except StorageUnavailable as exc:
+                logger.error("database unavailable, disconnecting so the broker redelivers: %s", exc)
+            self.reconnects += 1
+            await asyncio.sleep(self._backoff.next_delay())
+
+    async def run_connection(self) -> None:
+        """One connection: subscribe and store messages until it ends; raises why it ended."""
+        async with MqttClient(self.mqtt) as client:
+            await client.subscribe(*self.filters, qos=1)
+            logger.info("ingest subscribed to %s", ", ".join(self.filters))
+            self.connected.set()
+            try:
+                await self._consume(client)
+            finally:
+                self.connected.clear()
+
+    async def _consume(self, client: MqttClient) -> None:
+        window: deque[tuple[Message, asyncio.Task[None]]] = deque()
+        slots = asyncio.Semaphore(self._concurrency)
+        failed = False
+
+        def acknowledge_ready(_task: asyncio.Task[None]) -> None:
+            nonlocal failed
+            while window and window[0][1].done():
+                message, task = window.popleft()
+                if failed or task.cancelled() or task.exception() is not None:
+                    failed = True  # nothing after a failure is acknowledged on this connection
+                    continue
+                message.ack()
+                self.acknowledged += 1
+                self._progress.set()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                async for message in client.messages():
+                    await slots.acquire()
+                    task = group.create_task(
+                        self._store(message, slots), name=f"ingest {message.topic} mid={message.mid}"
+                    )
+                    window.append((message, task))
+                    task.add_done_callback(acknowledge_ready)
+        except ExceptionGroup as group_error:
+            # Report the root cause: a storage failure first, then the broker connection.
+            for kind in (StorageUnavailable, MqttError):
+                matched = group_error.subgroup(kind)
+                if matched is not None:
+                    raise matched.exceptions[0] from group_error
+            raise
+
+    async def _store(self, message: Message, slots: asyncio.Semaphore) -> None:
+        try:
+            outcome = await self._ingestor.ingest(message.topic, message.payload, self._clock())
+        finally:
+            slots.release()
+        if self._on_outcome is not None:
+            try:
+                await self._on_outcome(outcome)
+            except Exception:
+                logger.exception("outcome handler failed for a message on %.200r", message.topic)

@@ -1,0 +1,191 @@
+"""Ingest through a real Mosquitto into real databases: QoS 1 in, PUBACK only after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+import pytest
+from server_support import obs_topic, observation_batch, scalar, status, topic_for
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.broker import MosquittoBroker
+
+from edge_agent import protocol
+from edge_agent.backoff import Backoff
+from edge_agent.mqtt import MqttClient, MqttSettings
+from server.ingest import Ingestor, IngestOutcome, OutcomeKind
+from server.ingest_mqtt import IngestConsumer
+from server.storage import StorageUnavailable
+
+
+class Outcomes:
+    """Collects outcomes and lets a test await a condition on them instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.items: list[IngestOutcome] = []
+        self._changed = asyncio.Condition()
+
+    async def __call__(self, outcome: IngestOutcome) -> None:
+        async with self._changed:
+            self.items.append(outcome)
+            self._changed.notify_all()
+
+    async def until(self, predicate: Callable[[list[IngestOutcome]], bool]) -> None:
+        async with asyncio.timeout(20), self._changed:
+            await self._changed.wait_for(lambda: predicate(self.items))
+
+
+def mqtt_settings(broker: MosquittoBroker, client_id: str) -> MqttSettings:
+    return MqttSettings.from_url(broker.url, client_id=client_id)
+
+
+async def publish_all(broker: MosquittoBroker, gateway_id: str, messages: list[tuple[str, bytes]]) -> None:
+    async with MqttClient(mqtt_settings(broker, f"{gateway_id}-agent")) as gateway:
+        for topic, payload in messages:
+            await gateway.publish(topic, payload, qos=1)
+
+
+async def test_messages_from_the_broker_are_stored_and_acknowledged(
+    broker: MosquittoBroker,
+    ingestor: Ingestor,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway_id: str,
+) -> None:
+    outcomes = Outcomes()
+    consumer = IngestConsumer(
+        ingestor,
+        mqtt_settings(broker, f"server-{gateway_id}"),
+        share_group=f"group-{gateway_id}",
+        on_outcome=outcomes,
+    )
+    batches = [observation_batch(gateway_id, seq, count=2) for seq in range(20)]
+    birth = status(gateway_id, "birth", session=1, sent=0)
+    traffic = [(topic_for(birth), protocol.encode(birth))]
+    traffic += [(obs_topic(gateway_id), protocol.encode(b)) for b in batches]
+    traffic += [(obs_topic(gateway_id), b"{broken")]
+
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(consumer.run(), name="ingest consumer")
+        await asyncio.wait_for(consumer.connected.wait(), 10)
+        await publish_all(broker, gateway_id, traffic)
+        await outcomes.until(lambda items: len(items) == len(traffic))
+        await asyncio.wait_for(consumer.wait_acknowledged(len(traffic)), 10)
+        task.cancel()
+
+    kinds = [o.kind for o in outcomes.items]
+    assert kinds.count(OutcomeKind.STORED) == 21
+    assert kinds.count(OutcomeKind.DEAD_LETTER) == 1
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 40
+    assert await scalar(sessions, "SELECT count(*) FROM dead_letters") == 1
+    assert await scalar(sessions, "SELECT online FROM gateways") in (True, 1)
+    assert consumer.acknowledged == len(traffic)
+
+
+async def _all_acknowledged(consumers: list[IngestConsumer], total: int) -> None:
+    while sum(c.acknowledged for c in consumers) < total:
+        waits = [asyncio.create_task(c.wait_acknowledged(c.acknowledged + 1)) for c in consumers]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+
+class FailsOnce:
+    """A real Ingestor whose database is 'down' for the first delivery of one message."""
+
+    def __init__(self, inner: Ingestor, failing_topic_payload: bytes) -> None:
+        self.inner = inner
+        self.failing = failing_topic_payload
+        self.failed = False
+
+    async def ingest(self, topic: str, payload: bytes, received_at: datetime | None = None) -> IngestOutcome:
+        if payload == self.failing and not self.failed:
+            self.failed = True
+            raise StorageUnavailable("database restarting", attempts=3)
+        return await self.inner.ingest(topic, payload, received_at)
+
+
+async def test_message_not_stored_is_not_acknowledged_and_comes_back(
+    broker: MosquittoBroker,
+    ingestor: Ingestor,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway_id: str,
+) -> None:
+    batches = [observation_batch(gateway_id, seq, count=1) for seq in range(6)]
+    payloads = [protocol.encode(b) for b in batches]
+    flaky = FailsOnce(ingestor, payloads[2])
+    outcomes = Outcomes()
+    consumer = IngestConsumer(
+        flaky,
+        mqtt_settings(broker, f"server-{gateway_id}"),
+        share_group=None,
+        concurrency=1,
+        on_outcome=outcomes,
+        backoff=Backoff(initial_s=0.05, maximum_s=0.05),
+    )
+
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(consumer.run(), name="ingest consumer")
+        await asyncio.wait_for(consumer.connected.wait(), 10)
+        await publish_all(broker, gateway_id, [(obs_topic(gateway_id), p) for p in payloads])
+        stored_ids = {b.message_id for b in batches}
+
+        def all_stored(items: list[IngestOutcome]) -> bool:
+            done = {o.message.message_id for o in items if o.kind is OutcomeKind.STORED and o.message}  # type: ignore[attr-defined]
+            return done == stored_ids
+
+        await outcomes.until(all_stored)
+        task.cancel()
+
+    assert flaky.failed
+    assert consumer.reconnects >= 1
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 6  # each exactly once
+    assert await scalar(sessions, "SELECT count(DISTINCT message_id) FROM observations") == 6
+
+
+async def test_two_workers_share_the_subscription(
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway_id: str,
+    backend: str,
+) -> None:
+    if backend == "sqlite":
+        pytest.skip("several workers is the PostgreSQL deployment")
+    from server.storage import create_engine, session_factory
+
+    engines = [create_engine(database_url) for _ in range(2)]
+    outcomes = Outcomes()
+    consumers = [
+        IngestConsumer(
+            Ingestor(session_factory(engine)),
+            mqtt_settings(broker, f"worker-{n}-{gateway_id}"),
+            share_group=f"group-{gateway_id}",
+            on_outcome=outcomes,
+        )
+        for n, engine in enumerate(engines)
+    ]
+    batches = [observation_batch(gateway_id, seq, count=2) for seq in range(40)]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c.run(), name=f"worker {n}") for n, c in enumerate(consumers)]
+            for consumer in consumers:
+                await asyncio.wait_for(consumer.connected.wait(), 10)
+            await publish_all(
+                broker, gateway_id, [(obs_topic(gateway_id), protocol.encode(b)) for b in batches]
+            )
+            await outcomes.until(lambda items: len(items) == len(batches))
+            await asyncio.wait_for(_all_acknowledged(consumers, len(batches)), 10)
+            for task in tasks:
+                task.cancel()
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+    assert {o.kind for o in outcomes.items} == {OutcomeKind.STORED}
+    assert all(c.acknowledged > 0 for c in consumers)  # both workers took a share
+    assert sum(c.acknowledged for c in consumers) == len(batches)
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 80
+    assert await scalar(sessions, "SELECT count(*) FROM sequence_gaps WHERE filled_at IS NULL") == 0
