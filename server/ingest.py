@@ -266,6 +266,8 @@ class Ingestor:
             try:
                 async with self._sessions() as session, session.begin():
                     return await self._apply(session, topic, where, message, received_at)
+            except _Rejected:
+                raise
             except (IntegrityError, DataError) as exc:
                 raise _Rejected(DeadLetterReason.STORAGE_REJECTED, f"database refused: {exc.orig}") from exc
             except Exception as exc:
