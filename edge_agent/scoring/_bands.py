@@ -14,6 +14,8 @@ check that both give the same bins.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
@@ -92,12 +94,10 @@ class Bands:
         return result
 
     def score_one(self, value: float) -> int:
-        """The score of a single value; :data:`MISSING` for NaN. For tests and per-reading use."""
-        return int(self.score(np.array([value], dtype=np.float64))[0])
-
-    def score_at(self, representative: float) -> int:
-        """Score of a value known not to be NaN (used to build combined tables)."""
-        return self.scores[int(np.searchsorted(self._cuts, representative, side="right"))]
+        """The score of a single value (:data:`MISSING` for NaN), in plain Python for per-reading use."""
+        if math.isnan(value):
+            return MISSING
+        return self.scores[bisect_right(self.cuts, value)]
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class CombinedBands:
         for group in groups:
             row = []
             for value in representatives:
-                candidates = {bands.score_at(value) for bands in group}
+                candidates = {bands.score_one(value) for bands in group}
                 row.append(candidates.pop() if len(candidates) == 1 else MISSING)
             rows.append((*row, MISSING))  # the NaN bin
         return cls(tables=rows, cuts=np.array(union, dtype=np.float64))

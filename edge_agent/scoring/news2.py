@@ -67,7 +67,9 @@ __all__ = [
     "SYSTOLIC_BP",
     "TEMPERATURE",
     "News2Result",
+    "News2Set",
     "news2",
+    "news2_one",
     "risk_from_total",
 ]
 
@@ -224,4 +226,61 @@ def news2(
         components=components.T.reshape((*shape, len(NEWS2_PARAMETERS))),
         risk_level=risk_level.reshape(shape),
         complete=(missing == 0).reshape(shape),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class News2Set:
+    """NEWS2 of one observation set (see :func:`news2_one`)."""
+
+    total: int
+    components: tuple[int | None, ...]
+    """In :data:`~edge_agent.protocol.NEWS2_PARAMETERS` order; None where missing."""
+    risk: Risk
+    complete: bool
+
+
+def news2_one(
+    *,
+    respiratory_rate: float,
+    spo2: float,
+    systolic_bp: float,
+    pulse: float,
+    temperature: float,
+    on_oxygen: bool | None,
+    alert: bool | None,
+    spo2_scale: int = 1,
+) -> News2Set:
+    """NEWS2 of one observation set in plain Python, from the same tables as :func:`news2`.
+
+    About a hundred times cheaper than a one-row :func:`news2` call; the streaming chart uses it for every
+    reading. NaN is missing; ``None`` for ``on_oxygen`` or ``alert`` is unknown. Tests check that both
+    functions agree on every input.
+    """
+    if spo2_scale not in (1, 2) or isinstance(spo2_scale, bool):
+        raise ValueError("spo2_scale must be 1 or 2")
+    if spo2_scale == 1:
+        spo2_score = SPO2_SCALE_1.score_one(spo2)
+    elif on_oxygen is None:
+        on_air, with_oxygen = SPO2_SCALE_2_ON_AIR.score_one(spo2), SPO2_SCALE_2_ON_OXYGEN.score_one(spo2)
+        spo2_score = on_air if on_air == with_oxygen else MISSING
+    else:
+        spo2_score = (SPO2_SCALE_2_ON_OXYGEN if on_oxygen else SPO2_SCALE_2_ON_AIR).score_one(spo2)
+    by_name = {
+        "respiration": RESPIRATION.score_one(respiratory_rate),
+        "spo2": spo2_score,
+        "air_or_oxygen": MISSING if on_oxygen is None else AIR_OR_OXYGEN_SCORES[bool(on_oxygen)],
+        "systolic_bp": SYSTOLIC_BP.score_one(systolic_bp),
+        "pulse": PULSE.score_one(pulse),
+        "consciousness": MISSING if alert is None else CONSCIOUSNESS_SCORES[bool(alert)],
+        "temperature": TEMPERATURE.score_one(temperature),
+    }
+    components = tuple(None if by_name[name] == MISSING else by_name[name] for name in NEWS2_PARAMETERS)
+    present = [score for score in components if score is not None]
+    total = sum(present)
+    return News2Set(
+        total=total,
+        components=components,
+        risk=risk_from_total(total, any_single_three=SINGLE_PARAMETER_RED in present),
+        complete=len(present) == len(NEWS2_PARAMETERS),
     )

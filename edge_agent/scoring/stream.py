@@ -24,8 +24,8 @@ What happens to a reading (docs/scoring.md has the defaults and why):
 3. **Latest and staleness.** Each vital keeps its newest valid value; a reading older than that does not
    replace it. A value older than its vital's staleness window counts as missing (component ``None``).
    Every assessment records every input's age.
-4. **Scoring.** :func:`~edge_agent.scoring.news2.news2` with the patient's SpO2 scale, oxygen and
-   consciousness (which are settings, not readings, and never go stale).
+4. **Scoring.** :func:`~edge_agent.scoring.news2.news2_one` (the same tables as ``news2``) with the
+   patient's SpO2 scale, oxygen and consciousness (settings, not readings: they never go stale).
 5. **Trend.** ``trend_rising`` is set while the score has risen by ``trend_rise`` points (2) or more within
    ``trend_window_s`` (6 h), counting only components present both then and now, so a component that
    comes back after going stale is not mistaken for a rise.
@@ -55,7 +55,7 @@ from edge_agent.protocol import (
     Risk,
     VitalCode,
 )
-from edge_agent.scoring.news2 import RISKS, news2
+from edge_agent.scoring.news2 import news2_one
 
 __all__ = [
     "DEFAULT_EXCLUDED_FLAGS",
@@ -220,10 +220,19 @@ class _Picture:
 
     components: tuple[int | None, ...]
     risk: Risk
-    spo2_scale: int
+    spo2_scale: Literal[1, 2]
     on_oxygen: bool
     consciousness: Consciousness
     trend_rising: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Evaluation:
+    picture: _Picture
+    now: datetime
+    total: int
+    complete: bool
+    ages: dict[str, float | None]
 
 
 class PatientChart:
@@ -355,21 +364,35 @@ class PatientChart:
 
     def reassess(self, *, now: datetime) -> AssessmentContent | None:
         """Score at ``now``; return the assessment if the picture changed since the last one returned."""
-        assessment, picture = self._evaluate(now)
-        if picture == self._last_picture:
+        evaluation = self._evaluate(now)
+        if evaluation.picture == self._last_picture:
             return None
-        self._last_picture = picture
-        self._last = assessment
-        return assessment
+        return self._returned(evaluation)
 
     def assess(self, *, now: datetime) -> AssessmentContent:
         """Score at ``now`` and return the assessment whether or not it changed (it counts as returned)."""
-        assessment, picture = self._evaluate(now)
+        return self._returned(self._evaluate(now))
+
+    def _returned(self, evaluation: _Evaluation) -> AssessmentContent:
+        picture = evaluation.picture
+        assessment = AssessmentContent(
+            patient_id=self.patient_id,
+            assessed_at=evaluation.now,
+            total=evaluation.total,
+            components=dict(zip(NEWS2_PARAMETERS, picture.components, strict=True)),
+            risk=picture.risk,
+            complete=evaluation.complete,
+            input_ages_s=evaluation.ages,
+            spo2_scale=picture.spo2_scale,
+            on_oxygen=picture.on_oxygen,
+            consciousness=picture.consciousness,
+            trend_rising=picture.trend_rising,
+        )
         self._last_picture = picture
         self._last = assessment
         return assessment
 
-    def _evaluate(self, now: datetime) -> tuple[AssessmentContent, _Picture]:
+    def _evaluate(self, now: datetime) -> _Evaluation:
         _check_aware(now)
         values: dict[str, float] = {}
         ages: dict[str, float | None] = {}
@@ -383,16 +406,13 @@ class PatientChart:
             ages[str(vital)] = age
             window = self._settings.staleness_s.get(vital)
             values[component] = math.nan if window is not None and age > window else scored.value
-        ages["on_oxygen"] = (
-            None if self._oxygen_set_at is None else max(0.0, _seconds(now - self._oxygen_set_at))
-        )
-        ages["consciousness"] = (
-            None
-            if self._consciousness_set_at is None
-            else max(0.0, _seconds(now - self._consciousness_set_at))
-        )
+        for name, set_at in (
+            ("on_oxygen", self._oxygen_set_at),
+            ("consciousness", self._consciousness_set_at),
+        ):
+            ages[name] = None if set_at is None else max(0.0, _seconds(now - set_at))
 
-        result = news2(
+        result = news2_one(
             respiratory_rate=values["respiration"],
             spo2=values["spo2"],
             systolic_bp=values["systolic_bp"],
@@ -402,31 +422,15 @@ class PatientChart:
             alert=self._consciousness is Consciousness.ALERT,
             spo2_scale=self._spo2_scale,
         )
-        scores = tuple(None if int(score) < 0 else int(score) for score in result.components)
-        trend_rising = self._trend(now, scores)
-        risk = RISKS[int(result.risk_level)]
         picture = _Picture(
-            components=scores,
-            risk=risk,
+            components=result.components,
+            risk=result.risk,
             spo2_scale=self._spo2_scale,
             on_oxygen=self._on_oxygen,
             consciousness=self._consciousness,
-            trend_rising=trend_rising,
+            trend_rising=self._trend(now, result.components),
         )
-        assessment = AssessmentContent(
-            patient_id=self.patient_id,
-            assessed_at=now,
-            total=int(result.total),
-            components=dict(zip(NEWS2_PARAMETERS, scores, strict=True)),
-            risk=risk,
-            complete=bool(result.complete),
-            input_ages_s=ages,
-            spo2_scale=self._spo2_scale,
-            on_oxygen=self._on_oxygen,
-            consciousness=self._consciousness,
-            trend_rising=trend_rising,
-        )
-        return assessment, picture
+        return _Evaluation(picture=picture, now=now, total=result.total, complete=result.complete, ages=ages)
 
     def _trend(self, now: datetime, scores: tuple[int | None, ...]) -> bool:
         """Whether the score rose by ``trend_rise`` within the window; records ``scores`` as of ``now``."""

@@ -1,4 +1,5 @@
-"""Property tests: the vectorised scorer equals a deliberately naive per-row NEWS2 written here.
+"""Property tests: the vectorised scorer, the one-set scorer and the streaming chart equal a deliberately
+naive per-row NEWS2 written here.
 
 The naive version works the way a nurse reads the chart: round the measured value half-up to the chart's
 resolution (decimal arithmetic on the value as written, so 36.05 is 36.05), then walk an if/elif ladder of
@@ -8,14 +9,19 @@ the printed ranges. It shares no code or tables with edge_agent.scoring.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent.protocol import VITALS, Consciousness, Observation, TimeSource, VitalCode
 from edge_agent.scoring import news2
 from edge_agent.scoring._bands import Bands, band_index
+from edge_agent.scoring.news2 import news2_one
+from edge_agent.scoring.stream import DEFAULT_STALENESS_S, ChartSettings, PatientChart
 
 
 def chart_value(value: float, resolution: str) -> Decimal:
@@ -257,3 +263,111 @@ def test_bands_score_is_the_table_lookup(cuts: list[float], values: list[float],
     )
     expected = np.where(np.isnan(array), -1, lookup)
     assert bands.score(array).tolist() == expected.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(ROWS)
+def test_news2_one_equals_news2(row: dict[str, object]) -> None:
+    def number(name: str) -> float:
+        value = row[name]
+        return math.nan if value is None else float(value)  # type: ignore[arg-type]
+
+    inputs = {
+        "respiratory_rate": number("rr"),
+        "spo2": number("spo2"),
+        "systolic_bp": number("sbp"),
+        "pulse": number("hr"),
+        "temperature": number("temp"),
+        "on_oxygen": row["on_oxygen"],
+        "alert": row["alert"],
+        "spo2_scale": row["scale"],
+    }
+    one = news2_one(**inputs)  # type: ignore[arg-type]
+    many = news2(**inputs)  # type: ignore[arg-type]
+    assert [(-1 if score is None else score) for score in one.components] == many.components.tolist()
+    assert (one.total, one.risk, one.complete) == (int(many.total), many.risk.item(), bool(many.complete))
+
+
+# --------------------------------------------------------------------------------------------------
+# The streaming chart never misses a change and never repeats itself.
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+CHART_VITALS = {
+    VitalCode.RESPIRATORY_RATE: ("rr", st.integers(3, 40)),
+    VitalCode.SPO2: ("spo2", st.integers(80, 100)),
+    VitalCode.SYSTOLIC_BP: ("sbp", st.integers(70, 240)),
+    VitalCode.HEART_RATE: ("hr", st.integers(30, 160)),
+    VitalCode.BODY_TEMPERATURE: ("temp", st.integers(340, 410).map(lambda tenths: tenths / 10)),
+}
+READING = st.sampled_from(sorted(CHART_VITALS)).flatmap(
+    lambda vital: st.tuples(
+        st.just("observe"), st.just(vital), CHART_VITALS[vital][1], st.sampled_from([0, 5, 400])
+    )
+)
+STEP = st.tuples(
+    st.sampled_from([0, 1, 30, 600, 901, 3600, 13 * 3600]),
+    st.one_of(
+        READING,
+        st.tuples(st.just("scale"), st.sampled_from([1, 2])),
+        st.tuples(st.just("oxygen"), st.booleans()),
+        st.tuples(st.just("consciousness"), st.sampled_from(list(Consciousness))),
+        st.tuples(st.just("reassess")),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(STEP, min_size=1, max_size=40))
+def test_the_chart_never_misses_a_change_and_never_repeats_itself(
+    steps: list[tuple[int, tuple[Any, ...]]],
+) -> None:
+    chart = PatientChart("pt-1", settings=ChartSettings(median_window_s=0))
+    latest: dict[VitalCode, tuple[float, datetime]] = {}
+    scale, oxygen, level = 1, False, Consciousness.ALERT
+    now = T0
+    previous = None
+    for advance, (kind, *args) in steps:
+        now += timedelta(seconds=advance)
+        if kind == "observe":
+            vital, value, lag = args
+            measured = now - timedelta(seconds=lag)
+            if vital not in latest or measured >= latest[vital][1]:
+                latest[vital] = (float(value), measured)
+            returned = chart.observe(
+                Observation(
+                    patient_id="pt-1",
+                    vital=vital,
+                    value=value,
+                    unit=VITALS[vital].ucum,
+                    measured_at=measured,
+                    time_source=TimeSource.DEVICE,
+                    device_id="dev-1",
+                ),
+                now=now,
+            )
+        elif kind == "scale":
+            scale = args[0]
+            returned = chart.set_spo2_scale(scale, now=now)
+        elif kind == "oxygen":
+            oxygen = args[0]
+            returned = chart.set_on_oxygen(oxygen, now=now)
+        elif kind == "consciousness":
+            level = args[0]
+            returned = chart.set_consciousness(level, now=now)
+        else:
+            returned = chart.reassess(now=now)
+
+        if returned is not None:
+            picture = (returned.components, returned.risk, returned.spo2_scale, returned.on_oxygen,
+                       returned.consciousness, returned.trend_rising)  # fmt: skip
+            assert picture != previous, "an assessment identical to the last one was emitted"
+            previous = picture
+        row: dict[str, object] = {"on_oxygen": oxygen, "alert": level is Consciousness.ALERT, "scale": scale}
+        for vital, (key, _) in CHART_VITALS.items():
+            fresh = vital in latest and (now - latest[vital][1]).total_seconds() <= DEFAULT_STALENESS_S[vital]
+            row[key] = latest[vital][0] if fresh else None
+        total, components, risk, complete = naive_news2(row)
+        last = chart.last_assessment
+        assert last is not None
+        assert [(-1 if score is None else score) for score in last.components.values()] == components
+        assert (last.total, str(last.risk), last.complete) == (total, risk, complete)
