@@ -355,11 +355,9 @@ class Ingestor:
                     f"which was never sent to {where.gateway_id}",
                 )
             if not applied:
-                await repository.touch_gateway(session, where.gateway_id, received_at=received_at)
                 return outcome(
                     OutcomeKind.DUPLICATE, detail=f"command {message.command_id} was already acknowledged"
                 )
-        await repository.touch_gateway(session, where.gateway_id, received_at=received_at)
         return outcome(
             OutcomeKind.STORED,
             gap_opened=sequence.opened if sequence else None,
@@ -397,7 +395,6 @@ class Ingestor:
         elif gateway.online or gateway.status_state is None:
             values["offline_since"] = received_at
         await repository.update_gateway(session, status.gateway_id, **values)
-        await repository.touch_gateway(session, status.gateway_id, received_at=received_at)
         connectivity: Literal["online", "offline"] | None = None
         if online != gateway.online or gateway.status_state is None:
             connectivity = "online" if online else "offline"

@@ -3,18 +3,28 @@
 SQLite (the default, one server process): WAL journal, ``synchronous=FULL`` (a committed message survives
 power loss, since the broker forgets it once acknowledged), foreign keys on, a busy timeout, and every
 transaction started with ``BEGIN IMMEDIATE`` so two writers queue instead of deadlocking on a lock
-upgrade. PostgreSQL (several workers): asyncpg with a bounded pool and pre-ping, READ COMMITTED; the
-ingest relies on ``INSERT … ON CONFLICT DO NOTHING`` and row locks, not on isolation level.
+upgrade (a session that only reads can ask for a deferred transaction with ``READ_ONLY``; keep every
+session short either way, as one open write transaction holds the whole database).
+
+PostgreSQL (several workers): asyncpg with a bounded pool and pre-ping, READ COMMITTED; the ingest relies
+on ``INSERT … ON CONFLICT`` and row locks, not on the isolation level.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+READ_ONLY_OPTION: Final = "wardwatch_read_only"
+READ_ONLY: Final = {READ_ONLY_OPTION: True}
+"""Execution options for a session that only reads: on SQLite its transaction does not take the write
+lock, so it never delays ingest. Before the first query:
+``async with sessions() as s: await s.connection(execution_options=READ_ONLY)``. No effect on
+PostgreSQL."""
 
 
 def sqlite_file(url: URL) -> Path | None:
@@ -66,7 +76,10 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_s: float) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, select, update
+from sqlalchemy import Table, and_, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -95,16 +95,24 @@ class GatewayRow:
 
 
 async def lock_gateway(session: AsyncSession, gateway_id: str, *, received_at: datetime) -> GatewayRow:
-    """Create the gateway if new and lock its row until the transaction ends.
+    """Create the gateway if new, record that it was heard from, and lock its row until the transaction
+    ends.
 
     Everything that reads and then writes a gateway's sequence or status state runs under this lock,
     so concurrent workers handling the same gateway's messages take turns."""
     insert = _insert(session, GATEWAYS).values(
         gateway_id=gateway_id, first_seen_at=received_at, last_seen_at=received_at, online=False
     )
-    # A no-op update rather than DO NOTHING: it returns the existing row and holds its lock.
+    # DO UPDATE rather than DO NOTHING: it returns the existing row and holds its lock. The update
+    # advances last_seen_at (never backwards: workers may commit out of order).
+    current = GATEWAYS.c.last_seen_at
     statement = insert.on_conflict_do_update(
-        index_elements=[GATEWAYS.c.gateway_id], set_={"gateway_id": insert.excluded.gateway_id}
+        index_elements=[GATEWAYS.c.gateway_id],
+        set_={
+            "last_seen_at": case(
+                (current < insert.excluded.last_seen_at, insert.excluded.last_seen_at), else_=current
+            )
+        },
     ).returning(
         GATEWAYS.c.online,
         GATEWAYS.c.session,
@@ -126,15 +134,6 @@ async def lock_gateway(session: AsyncSession, gateway_id: str, *, received_at: d
 async def update_gateway(db: AsyncSession, gateway_id: str, /, **values: Any) -> None:
     """Set columns of one gateway (``session`` is a column name here, hence the positional-only db)."""
     await db.execute(update(GATEWAYS).where(GATEWAYS.c.gateway_id == gateway_id).values(**values))
-
-
-async def touch_gateway(session: AsyncSession, gateway_id: str, *, received_at: datetime) -> None:
-    """Advance ``last_seen_at`` (never backwards)."""
-    await session.execute(
-        update(GATEWAYS)
-        .where(GATEWAYS.c.gateway_id == gateway_id, GATEWAYS.c.last_seen_at < received_at)
-        .values(last_seen_at=received_at)
-    )
 
 
 @dataclass(frozen=True, slots=True)

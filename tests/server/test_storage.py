@@ -263,3 +263,37 @@ async def test_retention_none_keeps_forever(
     report = await purge_expired(sessions, keep_all, now=at(0) + timedelta(days=10_000))
     assert report.total == 0
     assert await scalar(sessions, "SELECT count(*) FROM observations") == 2
+
+
+async def test_sqlite_reader_does_not_hold_the_write_lock(
+    database_url: str, backend: str, gateway_id: str
+) -> None:
+    """A read-only session left open never blocks ingest; an open write transaction would (busy timeout)."""
+    if backend != "sqlite":
+        pytest.skip("SQLite locking")
+    from server.settings import IngestSettings
+    from server.storage import StorageUnavailable
+    from server.storage.engine import READ_ONLY, session_factory
+
+    reader_engine = create_engine(database_url)
+    writer_engine = create_engine(database_url, busy_timeout_s=0.2)
+    readers = session_factory(reader_engine)
+    ingestor = Ingestor(
+        session_factory(writer_engine), IngestSettings(storage_attempts=1), retry_delay_s=0.001
+    )
+    payload = protocol.encode(observation_batch(gateway_id, 0))
+    try:
+        async with readers() as reading:
+            await reading.connection(execution_options=READ_ONLY)
+            await reading.execute(text("SELECT count(*) FROM observations"))
+            outcome = await ingestor.ingest(obs_topic(gateway_id), payload, at(0))
+            assert outcome.kind.value == "stored"
+        async with readers() as writing:
+            await writing.execute(text("SELECT count(*) FROM observations"))  # BEGIN IMMEDIATE
+            with pytest.raises(StorageUnavailable):
+                await ingestor.ingest(
+                    obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, 1)), at(1)
+                )
+    finally:
+        await reader_engine.dispose()
+        await writer_engine.dispose()
