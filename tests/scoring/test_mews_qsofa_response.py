@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent.protocol import Consciousness, Risk
 from edge_agent.scoring import clinical_response, mews, qsofa
@@ -135,3 +138,73 @@ def test_every_risk_has_a_response() -> None:
     assert {response.risk for response in CLINICAL_RESPONSES} == set(Risk)
     with pytest.raises(ValueError, match="very high"):
         clinical_response("very high", 9)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hypothesis: MEWS and qSOFA equal naive per-row versions of the published tables.
+
+
+def rounded(value: float, resolution: str) -> Decimal:
+    return Decimal(repr(value)).quantize(Decimal(resolution), rounding=ROUND_HALF_UP)
+
+
+def naive_mews(sbp: float, hr: float, rr: float, temp: float, level: str | None) -> list[int]:
+    s, h, r, t = rounded(sbp, "1"), rounded(hr, "1"), rounded(rr, "1"), rounded(temp, "0.1")
+    sbp_score = 3 if s <= 70 else 2 if s <= 80 else 1 if s <= 100 else 0 if s <= 199 else 2
+    hr_score = 2 if h <= 40 else 1 if h <= 50 else 0 if h <= 100 else 1 if h <= 110 else 2 if h <= 129 else 3
+    rr_score = 2 if r < 9 else 0 if r <= 14 else 1 if r <= 20 else 2 if r <= 29 else 3
+    temp_score = 2 if t < Decimal("35.0") else 0 if t <= Decimal("38.4") else 2
+    avpu = -1 if level is None else {"A": 0, "C": 1, "V": 1, "P": 2, "U": 3}[level]
+    return [sbp_score, hr_score, rr_score, temp_score, avpu]
+
+
+def around(*points: float) -> st.SearchStrategy[float]:
+    return st.sampled_from(points).flatmap(
+        lambda p: st.sampled_from([p, math.nextafter(p, -math.inf), math.nextafter(p, math.inf)])
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.floats(40, 260), around(70.5, 80.5, 100.5, 199.5)),
+            st.one_of(st.floats(20, 200), around(40.5, 50.5, 100.5, 110.5, 129.5)),
+            st.one_of(st.floats(3, 60), around(8.5, 14.5, 20.5, 29.5)),
+            st.one_of(st.floats(30, 43), around(34.95, 38.45)),
+            st.sampled_from(["A", "C", "V", "P", "U", None]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_mews_equals_naive(rows: list[tuple[float, float, float, float, str | None]]) -> None:
+    columns = list(zip(*rows, strict=True))
+    result = mews(
+        systolic_bp=np.array(columns[0]),
+        pulse=np.array(columns[1]),
+        respiratory_rate=np.array(columns[2]),
+        temperature=np.array(columns[3]),
+        consciousness=list(columns[4]),
+    )
+    for index, row in enumerate(rows):
+        expected = naive_mews(*row)
+        assert result.components[index].tolist() == expected
+        assert int(result.total[index]) == sum(score for score in expected if score >= 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(st.floats(0, 60), around(21.5), st.just(math.nan)),
+    st.one_of(st.floats(40, 200), around(100.5), st.just(math.nan)),
+    st.sampled_from([True, False, None]),
+)
+def test_qsofa_equals_naive(rate: float, pressure: float, alert: bool | None) -> None:
+    expected = [
+        -1 if math.isnan(rate) else int(rounded(rate, "1") >= 22),
+        -1 if math.isnan(pressure) else int(rounded(pressure, "1") <= 100),
+        -1 if alert is None else int(not alert),
+    ]
+    result = qsofa(respiratory_rate=rate, systolic_bp=pressure, alert=alert)
+    assert result.criteria.tolist() == expected
+    assert int(result.total) == expected.count(1)
