@@ -19,8 +19,9 @@ What happens to a reading (docs/scoring.md has the defaults and why):
    (:func:`exclusion_reason` says why; :attr:`PatientChart.excluded` counts). The agent still keeps it in
    the record: the outbox sends every reading.
 2. **Rolling median.** For the continuous vitals (SpO2 and pulse) the value scored is the median of the
-   valid samples measured within ``median_window_s`` (60 s) of the newest one, so one artefact sample
-   cannot raise an alert; the median's time is the newest sample's.
+   valid samples measured within ``median_window_s`` (60 s) of the newest one, so once a stream has three or
+   more samples in the window one artefact sample cannot raise an alert; the median's time is the newest
+   sample's. A lone spot reading is scored as it is.
 3. **Latest and staleness.** Each vital keeps its newest valid value; a reading older than that does not
    replace it. A value older than its vital's staleness window counts as missing (component ``None``).
    Every assessment records every input's age.
