@@ -163,10 +163,12 @@ async def track_sequence(
 ) -> SequenceResult:
     """Advance the gateway's highest sequence number, record a skipped range, or fill an open gap.
 
-    Call with the gateway locked (``lock_gateway``). The first message ever seen from a gateway opens
-    no gap: numbers before it may belong to a time before this server knew the gateway."""
-    highest = gateway.highest_seq
-    if highest is None or seq == highest + 1:
+    Call with the gateway locked (``lock_gateway``). Gateways number from 0 (docs/protocol.md), so a
+    first message with a higher number opens a gap from 0: those messages have not reached this server
+    (they may still be on their way through another worker, or were delivered to a database that was
+    since replaced; either way the gap says so)."""
+    highest = -1 if gateway.highest_seq is None else gateway.highest_seq
+    if seq == highest + 1:
         await update_gateway(session, gateway.gateway_id, highest_seq=seq)
         return SequenceResult(highest_seq=seq)
     if seq > highest + 1:

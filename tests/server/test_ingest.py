@@ -471,3 +471,16 @@ async def test_a_server_bug_dead_letters_the_message_instead_of_stopping_ingest(
         obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, 1)), RECEIVED
     )
     assert again.kind is OutcomeKind.STORED
+
+
+async def test_first_message_above_zero_opens_a_gap_from_zero(
+    ingestor: Ingestor, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    outcome = await ingestor.ingest(
+        obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, 3)), RECEIVED
+    )
+    assert outcome.gap_opened == SeqRange(0, 2)
+    await ingestor.ingest(obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, 0)), RECEIVED)
+    async with sessions() as session:
+        gaps = await repository.open_gaps(session, gateway_id)
+    assert [(g.first_missing, g.last_missing) for g in gaps] == [(1, 2)]
