@@ -31,7 +31,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,6 +139,9 @@ class Outbox:
         self._writer: asyncio.Task[None] | None = None
         self._page_size = 4096
         self._changed = asyncio.Event()
+        self._acknowledged = asyncio.Event()
+        # aiosqlite serialises statements, not transactions: one lock keeps each transaction whole.
+        self._lock = asyncio.Lock()
         self.evictions = 0
         self.moved_corrupt_to: Path | None = None
         """Where a database that failed its integrity check at start-up was moved (it is kept for
@@ -200,6 +203,18 @@ class Outbox:
                 side.rename(moved.with_name(moved.name + suffix))
         return moved
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
     @property
     def db(self) -> aiosqlite.Connection:
         if self._db is None:
@@ -253,18 +268,12 @@ class Outbox:
                 self._changed.set()
 
     async def _commit(self, group: list[_PendingWrite]) -> None:
-        db = self.db
         rows = [row for pending in group for row in pending.rows]
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction() as db:
             await db.executemany(
                 "INSERT INTO item (channel, priority, stored_at, body) VALUES (?, ?, ?, ?)", rows
             )
             eviction = await self._evict_over_quota()
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
         if eviction is not None:
             count, oldest, newest = eviction
             self.evictions += count
@@ -338,19 +347,19 @@ class Outbox:
 
     async def formed(self) -> list[FormedMessage]:
         """Messages formed earlier and not yet acknowledged, in sequence order (resend these first)."""
-        cursor = await self.db.execute(
-            "SELECT seq, message_id, channel, topic, payload, items FROM message ORDER BY seq"
-        )
-        return [FormedMessage(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in await cursor.fetchall()]
+        async with self._lock:
+            cursor = await self.db.execute(
+                "SELECT seq, message_id, channel, topic, payload, items FROM message ORDER BY seq"
+            )
+            rows = await cursor.fetchall()
+        return [FormedMessage(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
 
     async def form(self, *, max_messages: int = 16) -> list[FormedMessage]:
         """Turn pending items into up to ``max_messages`` messages, durably, and return them."""
-        db = self.db
         now = self.options.clock()
         sent_at = _iso(now)
         formed: list[FormedMessage] = []
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction() as db:
             seq = await self._counter("seq")
             while len(formed) < max_messages:
                 row = await (
@@ -383,10 +392,6 @@ class Outbox:
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (seq,),
             )
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
         return formed
 
     async def _form_batch(self, head: str, now: float) -> tuple[list[int], float, bytes, int]:
@@ -429,14 +434,14 @@ class Outbox:
         """The broker acknowledged these messages: forget them (one transaction)."""
         if not seqs:
             return
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction() as db:
             await db.executemany("DELETE FROM message WHERE seq = ?", [(s,) for s in seqs])
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+        self._acknowledged.set()
+
+    async def wait_for_acknowledgement(self) -> None:
+        """Wait until the broker acknowledged something since the last call."""
+        await self._acknowledged.wait()
+        self._acknowledged.clear()
 
     async def wait_for_items(self) -> None:
         """Wait until something new was written since the last call."""
@@ -444,9 +449,13 @@ class Outbox:
         self._changed.clear()
 
     async def backlog(self) -> Backlog:
-        db = self.db
-        messages = await (await db.execute("SELECT count(*), min(oldest_stored_at) FROM message")).fetchone()
-        items = await (await db.execute("SELECT count(*), min(stored_at) FROM item")).fetchone()
+        async with self._lock:
+            db = self.db
+            messages = await (
+                await db.execute("SELECT count(*), min(oldest_stored_at) FROM message")
+            ).fetchone()
+            items = await (await db.execute("SELECT count(*), min(stored_at) FROM item")).fetchone()
+            used, evicted = await self._used_bytes(), await self._counter("evicted")
         oldest = [
             v for v in (messages[1] if messages else None, items[1] if items else None) if v is not None
         ]
@@ -454,8 +463,8 @@ class Outbox:
             messages=int(messages[0]) if messages else 0,
             items=int(items[0]) if items else 0,
             oldest_stored_at=min(oldest) if oldest else None,
-            used_bytes=await self._used_bytes(),
-            evicted_total=await self._counter("evicted"),
+            used_bytes=used,
+            evicted_total=evicted,
         )
 
     # -- small persistent state (session number, clinician settings) -----------------------------------
@@ -466,37 +475,25 @@ class Outbox:
 
     async def next_session(self) -> int:
         """Increment and return the stored session number (durable before it is used)."""
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction() as db:
             await db.execute(
                 "INSERT INTO counter (name, value) VALUES ('session', 1) "
                 "ON CONFLICT (name) DO UPDATE SET value = value + 1"
             )
-            session = await self._counter("session")
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-        return session
+            return await self._counter("session")
 
     async def load_settings(self) -> dict[str, str]:
-        rows = await (await self.db.execute("SELECT name, value FROM setting")).fetchall()
+        async with self._lock:
+            rows = await (await self.db.execute("SELECT name, value FROM setting")).fetchall()
         return {str(name): str(value) for name, value in rows}
 
     async def save_setting(self, name: str, value: str) -> None:
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction() as db:
             await db.execute(
                 "INSERT INTO setting (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (name, value),
             )
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
 
 
 def _body(observation: Observation) -> str:

@@ -110,6 +110,10 @@ class Uplink:
             except MqttError as exc:
                 self.state.last_error = str(exc)
                 log.warning("uplink to the broker lost or refused: %s", exc)
+            except Exception as exc:
+                # e.g. a full disk under the outbox: report, back off, try again; never stop the uplink.
+                self.state.last_error = f"uplink failed: {exc!r}"
+                log.exception("uplink failed; retrying")
             finally:
                 if self.state.connected:
                     self.state.down_since = self.options.clock()
@@ -146,13 +150,13 @@ class Uplink:
             self.state.connected = True
             self.state.session = session
             self.state.down_since = None
-            self.connected_event.set()
             await client.publish(status_topic, await self._heartbeat_payload("birth", session), retain=True)
             await client.subscribe(gateway_filter(GatewayChannel.CMD, gateway_id=self.gateway_id))
             log.info(
                 "uplink connected (session %d, broker session present: %s)", session, client.session_present
             )
             self.options.backoff.reset()
+            self.connected_event.set()  # connected, announced and listening for commands
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._drain(client), name="uplink-drain")
                 tasks.create_task(self._beat(client, session), name="uplink-heartbeat")
