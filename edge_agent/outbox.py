@@ -207,13 +207,18 @@ class Outbox:
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             db = self.db
-            await db.execute("BEGIN IMMEDIATE")
             try:
+                # BEGIN inside the try: a cancellation while it is queued must still roll back.
+                await db.execute("BEGIN IMMEDIATE")
                 yield db
             except BaseException:
-                await db.execute("ROLLBACK")
+                # aiosqlite runs statements in order, so this follows the BEGIN even if that is pending.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await asyncio.shield(db.execute("ROLLBACK"))
                 raise
-            await db.execute("COMMIT")
+            # A cancellation while COMMIT is queued still commits; callers treat that as "unknown" and
+            # rely on idempotence (a formed message is resent, an acknowledgement repeated).
+            await asyncio.shield(db.execute("COMMIT"))
 
     @property
     def db(self) -> aiosqlite.Connection:

@@ -107,13 +107,15 @@ class Uplink:
         while True:
             try:
                 await self._one_connection()
-            except MqttError as exc:
-                self.state.last_error = str(exc)
-                log.warning("uplink to the broker lost or refused: %s", exc)
             except Exception as exc:
-                # e.g. a full disk under the outbox: report, back off, try again; never stop the uplink.
-                self.state.last_error = f"uplink failed: {exc!r}"
-                log.exception("uplink failed; retrying")
+                cause = _first_leaf(exc)
+                if isinstance(cause, MqttError):
+                    self.state.last_error = str(cause)
+                    log.warning("uplink to the broker lost or refused: %s", cause)
+                else:
+                    # e.g. a full disk under the outbox: report, back off, retry; never stop the uplink.
+                    self.state.last_error = f"uplink failed: {cause!r}"
+                    log.error("uplink failed; retrying", exc_info=cause)
             finally:
                 if self.state.connected:
                     self.state.down_since = self.options.clock()
@@ -237,6 +239,13 @@ class Uplink:
             return command.message_id, False, f"failed: {exc}"
         log.info("command %s (%s) -> %s: %s", command.message_id, command.body.command, ok, detail)
         return command.message_id, ok, detail
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    """The first real exception inside (possibly nested) exception groups from a TaskGroup."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
 
 
 def _claimed_id(payload: bytes) -> uuid.UUID:
