@@ -112,7 +112,12 @@ class HeartRateMeasurement:
     """RR intervals in seconds (1/1024 s resolution), oldest first."""
 
     def to_readings(self, device_id: str, received_at: datetime, *, device_tz: tzinfo = UTC) -> list[Reading]:
-        quality = frozenset({Quality.NO_SENSOR_CONTACT}) if self.sensor_contact is False else frozenset()
+        flags: set[str] = set()
+        if self.sensor_contact is False:
+            flags.add(Quality.NO_SENSOR_CONTACT)
+        if self.bpm == 0:
+            flags.add(Quality.IMPLAUSIBLE)  # heart-rate sensors send 0 when they have lost the signal
+        quality = frozenset(flags)
         return reading(
             Vital.HEART_RATE,
             self.bpm,

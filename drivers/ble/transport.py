@@ -245,9 +245,13 @@ class BleDevice:
     ) -> BatteryLevel | None:
         """Read the battery, subscribe to every measurement, ask a glucose meter for its records."""
 
+        loop = asyncio.get_running_loop()
+
         def enqueue(uuid: str) -> NotifyCallback:
+            # Through call_soon_threadsafe, like the disconnect marker, so arrival order is kept even on
+            # backends that call back from another thread.
             def callback(_sender: Any, data: bytearray) -> None:
-                queue.put_nowait((uuid, bytes(data), self._now()))
+                loop.call_soon_threadsafe(queue.put_nowait, (uuid, bytes(data), self._now()))
 
             return callback
 

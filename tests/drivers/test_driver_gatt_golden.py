@@ -185,6 +185,11 @@ def test_nordic_heart_rate_no_contact() -> None:
     assert reading.time_source is TimeSource.GATEWAY and reading.measured_at == RECEIVED
 
 
+def test_heart_rate_zero_is_flagged_implausible() -> None:
+    [reading] = parse_heart_rate_measurement(bytes([0x00, 0])).to_readings("hr", RECEIVED)
+    assert (reading.value, reading.quality) == (0.0, {Quality.IMPLAUSIBLE})
+
+
 def test_nordic_heart_rate_uint8() -> None:
     m = parse_heart_rate_measurement(bytes([0b11110, 85, 50, 0, 33, 0]))
     assert (m.bpm, m.sensor_contact, m.energy_expended_kj) == (85, True, 50)
