@@ -298,3 +298,33 @@ async def test_glucose_meter_is_asked_for_records_after_the_last_one_seen() -> N
             (gatt.RECORD_ACCESS_CONTROL_POINT, bytes([0x01, 0x03, 0x01, 0x08, 0x00]))
         ]
     assert device.last_glucose_sequence == 7
+
+
+async def test_mock_peripheral_drives_the_transport() -> None:
+    from drivers.ble.mock import MockPeripheral
+
+    peripheral = MockPeripheral({gatt.PLX_CONTINUOUS_MEASUREMENT: ("notify",)}, battery_level=64)
+    device = BleDevice(device_id="ox-1", client_factory=peripheral.connect, backoff=FAST)
+    async with contextlib.aclosing(device.readings()) as items:
+        assert isinstance(await next_item(items), Connected)
+        battery = await next_item(items)
+        assert isinstance(battery, BatteryLevel) and battery.battery_pct == 64
+        await peripheral.wait_until_subscribed(gatt.PLX_CONTINUOUS_MEASUREMENT)
+        assert peripheral.notify(gatt.PLX_CONTINUOUS_MEASUREMENT, enc.plx_continuous(93, 104))
+        spo2, pulse = await next_item(items), await next_item(items)
+        assert isinstance(spo2, Reading) and (spo2.vital, spo2.value) == (Vital.SPO2, 93.0)
+        assert isinstance(pulse, Reading) and pulse.value == 104.0
+        assert peripheral.set_battery_level(63)
+        battery = await next_item(items)
+        assert isinstance(battery, BatteryLevel) and battery.battery_pct == 63
+
+        peripheral.advertising = False  # walks out of range
+        peripheral.drop_link()
+        assert isinstance(await next_item(items), Disconnected)
+        assert not peripheral.notify(gatt.PLX_CONTINUOUS_MEASUREMENT, enc.plx_continuous(93, 104))
+        reconnect = asyncio.ensure_future(next_item(items))
+        await asyncio.sleep(0.1)
+        assert not reconnect.done()  # still out of range: retrying with backoff
+        peripheral.advertising = True
+        assert isinstance(await reconnect, Connected)
+        assert peripheral.connections == 2
