@@ -104,8 +104,9 @@ class DeviceConfig(_Section):
 class ScoringConfig(_Section):
     staleness_s: dict[VitalCode, float] = Field(default_factory=dict)
     """Override the default staleness window per vital (seconds)."""
-    median_window: int = Field(default=5, ge=1, le=61)
-    trend_window_s: float = Field(default=3600, gt=0)
+    median_window_s: float = Field(default=60, ge=0, le=3600)
+    """Span of the rolling median over continuous SpO2 and pulse; 0 scores every sample as it is."""
+    trend_window_s: float = Field(default=6 * 3600, gt=0)
 
 
 class OutboxConfig(_Section):
