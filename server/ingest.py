@@ -39,7 +39,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edge_agent.errors import ProtocolError
@@ -190,10 +191,16 @@ def _classify(error: ProtocolError) -> DeadLetterReason:
 
 def _storage_trouble(error: BaseException) -> bool:
     """Errors of the database rather than of the message: locks, deadlocks, serialization failures,
-    lost or refused connections, a missing schema. Worth retrying; never the message's fault."""
+    lost or refused connections, an exhausted pool, a missing schema. Worth retrying; never the
+    message's fault."""
     if isinstance(error, IntegrityError | DataError):
         return False
-    return isinstance(error, DBAPIError | OSError | TimeoutError)
+    return isinstance(error, DBAPIError | PoolTimeoutError | DisconnectionError | OSError | TimeoutError)
+
+
+def _storable_text(text: str) -> str:
+    """Text a database column accepts: no NUL (PostgreSQL refuses it), no lone surrogates."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def utc_now() -> datetime:
@@ -415,10 +422,10 @@ class Ingestor:
                 async with self._sessions() as session, session.begin():
                     await repository.record_dead_letter(
                         session,
-                        topic=topic,
+                        topic=_storable_text(topic),
                         gateway_id=gateway_id,
                         reason=reason.value,
-                        detail=detail,
+                        detail=_storable_text(detail),
                         payload=payload,
                         keep_bytes=self.settings.dead_letter_payload_bytes,
                         received_at=received_at,
