@@ -244,5 +244,5 @@ def test_every_flag_combination(table: Table, subset: tuple[Piece, ...]) -> None
     # One byte short of what the flags announce is always a ParseError; one byte extra too.
     with pytest.raises(ParseError):
         table.parse(frame[:-1])
-    with pytest.raises(ParseError, match="trailing|whole number"):
+    with pytest.raises(ParseError, match=r"trailing|whole number"):
         table.parse(frame + b"\x00")
