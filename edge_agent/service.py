@@ -109,6 +109,8 @@ class Agent:
         self.uplink: Uplink | None = None
         self.ready = asyncio.Event()
         self._local_alert_fired: set[str] = set()
+        self.local_alert_done = asyncio.Event()
+        """Set each time the local-alert hook has run (for supervision and tests)."""
 
     # -- wiring ---------------------------------------------------------------------------------------
 
@@ -369,6 +371,7 @@ class Agent:
             uplink_down_s=down_for,
         )
         await self.outbox.put_event(EventContent(occurred_at=now, detail=detail))
+        self.local_alert_done.set()
 
     async def _systemd(self) -> None:
         notifier = self._notifier

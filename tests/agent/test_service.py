@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from support.broker import MosquittoBroker
 from support.devices import BrokenDevice, ScriptedDevice, reading
 
 from drivers.reading import Vital
 from edge_agent.backoff import Backoff
-from edge_agent.config import DeviceConfig, GatewayConfig
+from edge_agent.config import GatewayConfig
 from edge_agent.mqtt import MqttClient, MqttSettings
 from edge_agent.protocol import (
     Assessment,
@@ -107,7 +108,7 @@ async def test_readings_flow_to_the_broker_and_a_deteriorating_patient_is_scored
             observed: list[float] = []
             high: Assessment | None = None
             async for message in watcher.messages():
-                where, payload = decode_gateway_message(message.topic, message.payload)
+                _, payload = decode_gateway_message(message.topic, message.payload)
                 if isinstance(payload, ObservationBatch):
                     observed += [o.value for o in payload.observations]
                 elif isinstance(payload, Assessment) and payload.risk == "high":
@@ -206,9 +207,11 @@ async def test_local_alert_runs_once_when_uplink_is_down_and_risk_is_high(
                 reading(Vital.SPO2, 88, now, "oxi-1"),
             ]
         )
-        while not marker.exists():
-            await asyncio.sleep(0.05)  # the hook is an external process: its file is the only signal
-        await asyncio.sleep(1.0)  # several watch cycles: it must not fire again in the same episode
+        await asyncio.wait_for(agent.local_alert_done.wait(), 10)
+        agent.local_alert_done.clear()
+        # several watch cycles (every 0.05 s here): it must not fire again in the same episode
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(agent.local_alert_done.wait(), 1.0)
         backlog = await agent.outbox.backlog()  # type: ignore[union-attr]
     lines = marker.read_text().splitlines()
     assert lines == ["pt-1 high 9"]
