@@ -97,12 +97,14 @@ class Reading:
 
 
 def measurement_time(
-    device_timestamp: datetime | None, received_at: datetime, device_tz: tzinfo = UTC
+    device_timestamp: datetime | None, received_at: datetime, device_tz: tzinfo | None = UTC
 ) -> tuple[datetime, TimeSource]:
     """When a measurement was taken, and whose clock says so.
 
     ``device_timestamp`` is the device's wall-clock time as sent (naive: Bluetooth SIG Date Time and the
-    serial formats carry no zone), interpreted in ``device_tz``. Without one, or when it lies more than
+    serial formats carry no zone), interpreted in ``device_tz``; ``None`` means the gateway's local time
+    zone, with the daylight-saving rule of that date (the transports' default: people set a device's clock
+    to the time on their wall). Without a device timestamp, or when it lies more than
     :data:`MAX_DEVICE_CLOCK_AHEAD` ahead of ``received_at`` (a clock that was never set or drifted), the
     gateway's receive time is used instead.
     """
@@ -112,7 +114,10 @@ def measurement_time(
     if device_timestamp is None:
         return received_utc, TimeSource.GATEWAY
     if device_timestamp.tzinfo is None:
-        device_timestamp = device_timestamp.replace(tzinfo=device_tz)
+        if device_tz is None:
+            device_timestamp = device_timestamp.astimezone()  # naive -> the system's local zone
+        else:
+            device_timestamp = device_timestamp.replace(tzinfo=device_tz)
     device_utc = device_timestamp.astimezone(UTC)
     if device_utc - received_utc > MAX_DEVICE_CLOCK_AHEAD:
         return received_utc, TimeSource.GATEWAY
@@ -150,5 +155,5 @@ class Measurement(Protocol):
     """A parsed device measurement: converts to the readings the edge agent consumes."""
 
     def to_readings(
-        self, device_id: str, received_at: datetime, *, device_tz: tzinfo = UTC
+        self, device_id: str, received_at: datetime, *, device_tz: tzinfo | None = UTC
     ) -> list[Reading]: ...

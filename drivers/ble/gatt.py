@@ -111,7 +111,9 @@ class HeartRateMeasurement:
     rr_intervals_s: list[float] = field(default_factory=list)
     """RR intervals in seconds (1/1024 s resolution), oldest first."""
 
-    def to_readings(self, device_id: str, received_at: datetime, *, device_tz: tzinfo = UTC) -> list[Reading]:
+    def to_readings(
+        self, device_id: str, received_at: datetime, *, device_tz: tzinfo | None = UTC
+    ) -> list[Reading]:
         flags: set[str] = set()
         if self.sensor_contact is False:
             flags.add(Quality.NO_SENSOR_CONTACT)
@@ -208,7 +210,9 @@ class BloodPressureMeasurement:
     unit: Literal["mmHg", "kPa"]
     """The unit the device sent; the ``*_mmhg`` values are always in mmHg."""
 
-    def to_readings(self, device_id: str, received_at: datetime, *, device_tz: tzinfo = UTC) -> list[Reading]:
+    def to_readings(
+        self, device_id: str, received_at: datetime, *, device_tz: tzinfo | None = UTC
+    ) -> list[Reading]:
         at = measurement_time(self.timestamp, received_at, device_tz)
         quality = self.status.quality() if self.status is not None else frozenset()
         pairs = (
@@ -275,7 +279,9 @@ class TemperatureMeasurement:
     def site_name(self) -> str | None:
         return None if self.site is None else TEMPERATURE_SITES.get(self.site, f"reserved ({self.site})")
 
-    def to_readings(self, device_id: str, received_at: datetime, *, device_tz: tzinfo = UTC) -> list[Reading]:
+    def to_readings(
+        self, device_id: str, received_at: datetime, *, device_tz: tzinfo | None = UTC
+    ) -> list[Reading]:
         return reading(
             Vital.BODY_TEMPERATURE,
             self.celsius,
@@ -413,7 +419,9 @@ class PlxSpotCheck:
     device_clock_not_set: bool
     """Flag bit 4: the timestamp is not from a set clock, so it is not used."""
 
-    def to_readings(self, device_id: str, received_at: datetime, *, device_tz: tzinfo = UTC) -> list[Reading]:
+    def to_readings(
+        self, device_id: str, received_at: datetime, *, device_tz: tzinfo | None = UTC
+    ) -> list[Reading]:
         timestamp = None if self.device_clock_not_set else self.timestamp
         return _oximetry_readings(
             self.spo2_pct,
@@ -466,7 +474,9 @@ class PlxContinuous:
     device_status: PlxDeviceStatus | None
     pulse_amplitude_index: float | None
 
-    def to_readings(self, device_id: str, received_at: datetime, *, device_tz: tzinfo = UTC) -> list[Reading]:
+    def to_readings(
+        self, device_id: str, received_at: datetime, *, device_tz: tzinfo | None = UTC
+    ) -> list[Reading]:
         return _oximetry_readings(
             self.spo2_pct,
             self.pulse_bpm,
@@ -518,7 +528,9 @@ class WeightMeasurement:
     bmi: float | None
     height_m: float | None
 
-    def to_readings(self, device_id: str, received_at: datetime, *, device_tz: tzinfo = UTC) -> list[Reading]:
+    def to_readings(
+        self, device_id: str, received_at: datetime, *, device_tz: tzinfo | None = UTC
+    ) -> list[Reading]:
         return reading(
             Vital.BODY_WEIGHT,
             self.kg,
@@ -634,7 +646,9 @@ class GlucoseMeasurement:
             or self.sample_location == GlucoseSampleLocation.CONTROL_SOLUTION
         )
 
-    def to_readings(self, device_id: str, received_at: datetime, *, device_tz: tzinfo = UTC) -> list[Reading]:
+    def to_readings(
+        self, device_id: str, received_at: datetime, *, device_tz: tzinfo | None = UTC
+    ) -> list[Reading]:
         flags: set[str] = set()
         if self.control_solution:
             flags.add(Quality.IMPLAUSIBLE)  # a control-solution test, not the patient's blood

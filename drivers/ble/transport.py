@@ -164,7 +164,11 @@ def _utc_now() -> datetime:
 
 
 class BleDevice:
-    """A Bluetooth LE health device; implements :class:`drivers.transport.Device`."""
+    """A Bluetooth LE health device; implements :class:`drivers.transport.Device`.
+
+    ``device_tz`` is the zone the device's clock is set in; the default ``None`` is the gateway's local
+    zone (daylight saving included). Readings from a device without a clock use the receive time.
+    """
 
     def __init__(
         self,
@@ -173,7 +177,7 @@ class BleDevice:
         client_factory: ClientFactory,
         device_kind: str = "ble",
         characteristics: Iterable[str] | None = None,
-        device_tz: tzinfo = UTC,
+        device_tz: tzinfo | None = None,
         backoff: Backoff | None = None,
         now: Callable[[], datetime] = _utc_now,
         last_glucose_sequence: int | None = None,

@@ -53,7 +53,9 @@ class ContecSample:
             flags.add(Quality.IMPLAUSIBLE)
         return frozenset(flags)
 
-    def to_readings(self, device_id: str, received_at: datetime, *, device_tz: tzinfo = UTC) -> list[Reading]:
+    def to_readings(
+        self, device_id: str, received_at: datetime, *, device_tz: tzinfo | None = UTC
+    ) -> list[Reading]:
         at = measurement_time(None, received_at, device_tz)
         quality = self.quality()
         return reading(

@@ -97,7 +97,9 @@ class MasimoReading:
     def quality(self) -> frozenset[str]:
         return frozenset(q for bit, q in EXCEPTION_QUALITY.items() if self.exceptions & bit)
 
-    def to_readings(self, device_id: str, received_at: datetime, *, device_tz: tzinfo = UTC) -> list[Reading]:
+    def to_readings(
+        self, device_id: str, received_at: datetime, *, device_tz: tzinfo | None = UTC
+    ) -> list[Reading]:
         at = measurement_time(self.timestamp, received_at, device_tz)
         quality = self.quality()
         pi = self.perfusion_index

@@ -66,7 +66,11 @@ def _utc_now() -> datetime:
 
 
 class SerialDevice:
-    """A Masimo or Contec oximeter on a serial port; implements :class:`drivers.transport.Device`."""
+    """A Masimo or Contec oximeter on a serial port; implements :class:`drivers.transport.Device`.
+
+    ``device_tz`` is the zone the device's clock is set in; the default ``None`` is the gateway's local
+    zone (daylight saving included). Readings from a device without a clock use the receive time.
+    """
 
     def __init__(
         self,
@@ -78,7 +82,7 @@ class SerialDevice:
         settings: PortSettings | None = None,
         min_interval_s: float | None = None,
         silence_timeout_s: float = 30.0,
-        device_tz: tzinfo = UTC,
+        device_tz: tzinfo | None = None,
         backoff: Backoff | None = None,
         now: Callable[[], datetime] = _utc_now,
         open_port: Callable[[str, PortSettings], SerialPortLike] = open_serial_port,

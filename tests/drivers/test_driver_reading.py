@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -54,3 +56,25 @@ def test_line_framer_splits_joins_and_bounds_lines() -> None:
     assert framer.feed(b"yyy\nok\n") == [b"ok"]
     assert framer.feed(b"z" * 17 + b"\nfine\n") == [b"fine"]
     assert framer.overlong_lines == 2
+
+
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("new_york")
+def test_device_time_in_the_gateway_local_zone_by_default() -> None:
+    winter = datetime(2026, 1, 15, 9, 0)  # EST, UTC-5
+    summer = datetime(2026, 7, 15, 9, 0)  # EDT, UTC-4
+    assert measurement_time(winter, datetime(2026, 1, 15, 14, 1, tzinfo=UTC), None) == (
+        datetime(2026, 1, 15, 14, 0, tzinfo=UTC),
+        TimeSource.DEVICE,
+    )
+    assert measurement_time(summer, datetime(2026, 7, 15, 13, 1, tzinfo=UTC), None)[0] == datetime(
+        2026, 7, 15, 13, 0, tzinfo=UTC
+    )
