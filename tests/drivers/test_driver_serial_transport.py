@@ -8,7 +8,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -109,7 +109,11 @@ async def test_masimo_probe_off_is_reported_on_change(pty: PtyDevice) -> None:
 
 
 async def test_contec_stream_is_decimated_but_probe_changes_are_not(pty: PtyDevice) -> None:
-    device = SerialDevice(device_id="cms50-1", kind="contec", port=str(pty.link), backoff=FAST)
+    # A frozen clock: however the bytes are split into reads, they all arrive "within the second".
+    frozen = datetime(2026, 2, 22, 22, 47, 45, tzinfo=UTC)
+    device = SerialDevice(
+        device_id="cms50-1", kind="contec", port=str(pty.link), backoff=FAST, now=lambda: frozen
+    )
     async with contextlib.aclosing(device.readings()) as items:
         assert isinstance(await next_item(items), Connected)
         # one second of 60 Hz samples, then the finger comes out, then goes back in
