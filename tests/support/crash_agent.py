@@ -1,0 +1,74 @@
+"""A real agent process with a counting heart-rate device, for kill -9 tests.
+
+The device numbers its readings. When the agent asks for the next reading, the previous one has been
+fully taken (committed to the outbox), so the device appends its number to a ledger file: the ledger is
+the list of readings the device "handed over". After any number of kill -9s, every number in the ledger
+must reach the broker.
+
+    python tests/support/crash_agent.py --config gateway.toml --ledger ledger.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from drivers.reading import Reading, TimeSource, Vital
+from drivers.transport import Connected, DeviceEvent
+from edge_agent.config import DeviceConfig, load_config
+from edge_agent.service import Agent
+from edge_agent.systemd import Notifier
+
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+BURST = 200
+
+
+def index_of(measured_at: datetime) -> int:
+    return round((measured_at - BASE) / timedelta(milliseconds=1))
+
+
+class CountingDevice:
+    def __init__(self, device_id: str, ledger: Path) -> None:
+        self.device_id = device_id
+        self.ledger = ledger
+
+    async def readings(self) -> AsyncIterator[Reading | DeviceEvent]:
+        text = self.ledger.read_text() if self.ledger.exists() else ""
+        lines = [line for line in text.splitlines() if line.strip()]
+        index = int(lines[-1]) + 1 if lines else 0
+        yield Connected(self.device_id, "ble_heart_rate", datetime.now(UTC))
+        with self.ledger.open("a") as ledger:
+            while True:
+                for _ in range(BURST):
+                    at = BASE + timedelta(milliseconds=index)
+                    yield Reading(
+                        Vital.HEART_RATE, 30 + index % 200, "/min", at, TimeSource.DEVICE, self.device_id
+                    )
+                    ledger.write(f"{index}\n")  # resumed: the agent has committed reading `index`
+                    ledger.flush()
+                    index += 1
+                await asyncio.sleep(0.02)  # bursts, not a flood
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--ledger", required=True)
+    args = parser.parse_args()
+    config = load_config(args.config)
+    ledger = Path(args.ledger)
+
+    def factory(device: DeviceConfig) -> CountingDevice:
+        return CountingDevice(device.id, ledger)
+
+    agent = Agent(config, device_factory=factory, notifier=Notifier(address=""))
+    print(f"agent pid {os.getpid()}", flush=True)
+    asyncio.run(agent.run())
+
+
+if __name__ == "__main__":
+    main()
