@@ -229,6 +229,9 @@ class BleDevice:
                 logger.info("%s: %s; retrying in %.1f s", self._device_id, exc, delay)
                 await asyncio.sleep(delay)
                 continue
+            except BaseException:  # cancelled while setting up: still let go of the link
+                await _disconnect_quietly(client)
+                raise
             self.connections += 1
             try:
                 yield Connected(self._device_id, self.device_kind, self._now())

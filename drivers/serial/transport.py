@@ -130,9 +130,9 @@ class SerialDevice:
                 await asyncio.sleep(delay)
                 continue
             logger.info("%s: opened %s (%s)", self._device_id, path, self.kind)
-            yield Connected(self._device_id, self.kind.value, self._now())
             reason = "closed"
             try:
+                yield Connected(self._device_id, self.kind.value, self._now())
                 async with contextlib.aclosing(self._session(port)) as session:
                     async for item in session:
                         yield item

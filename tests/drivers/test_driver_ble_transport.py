@@ -328,3 +328,31 @@ async def test_mock_peripheral_drives_the_transport() -> None:
         peripheral.advertising = True
         assert isinstance(await reconnect, Connected)
         assert peripheral.connections == 2
+
+
+async def test_cancelled_during_set_up_still_disconnects() -> None:
+    reading_battery = asyncio.Event()
+    made: list[FakeBleakClient] = []
+
+    class SlowBatteryClient(FakeBleakClient):
+        async def read_gatt_char(self, char_specifier: str) -> bytearray:
+            reading_battery.set()
+            await asyncio.Event().wait()  # the device never answers
+            raise AssertionError("unreachable")
+
+    async def factory(on_disconnect: Callable[[], None]) -> GattClient:
+        client = SlowBatteryClient(on_disconnect)
+        made.append(client)
+        return client
+
+    device = BleDevice(device_id="cuff-3", client_factory=factory, backoff=FAST)
+
+    async def consume() -> None:
+        async for _ in device.readings():
+            pass
+
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(consume(), name="consume cuff-3")
+        await reading_battery.wait()
+        task.cancel()
+    assert [client.disconnect_calls for client in made] == [1]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from drivers import Reading, Vital
-from drivers.serial.ports import UsbId
-from drivers.serial.transport import SerialDevice
+from drivers.serial.ports import PortSettings, UsbId
+from drivers.serial.transport import SerialDevice, SerialPortLike, open_serial_port
 from drivers.transport import Backoff, Connected, DeviceEvent, Disconnected, ProbeState
 from simulators.devices.serial_encoders import contec_packet, masimo_line
 
@@ -197,3 +197,27 @@ async def test_missing_port_is_retried_until_it_appears(tmp_path: Path) -> None:
             assert isinstance(await first, Connected)
     finally:
         pty.close()
+
+
+async def test_stopping_right_after_connected_closes_the_port(pty: PtyDevice) -> None:
+    closed: list[str] = []
+
+    def open_and_watch(path: str, settings: PortSettings) -> SerialPortLike:
+        port = open_serial_port(path, settings)
+
+        class Watched:
+            def fileno(self) -> int:
+                return port.fileno()
+
+            def close(self) -> None:
+                closed.append(path)
+                port.close()
+
+        return Watched()
+
+    device = SerialDevice(
+        device_id="rad8-5", kind="masimo", port=str(pty.link), backoff=FAST, open_port=open_and_watch
+    )
+    async with contextlib.aclosing(device.readings()) as items:
+        assert isinstance(await next_item(items), Connected)
+    assert closed == [str(pty.link)]
