@@ -113,12 +113,15 @@ def measurement_time(
     received_utc = received_at.astimezone(UTC)
     if device_timestamp is None:
         return received_utc, TimeSource.GATEWAY
-    if device_timestamp.tzinfo is None:
-        if device_tz is None:
-            device_timestamp = device_timestamp.astimezone()  # naive -> the system's local zone
-        else:
-            device_timestamp = device_timestamp.replace(tzinfo=device_tz)
-    device_utc = device_timestamp.astimezone(UTC)
+    try:
+        if device_timestamp.tzinfo is None:
+            if device_tz is None:
+                device_timestamp = device_timestamp.astimezone()  # naive -> the system's local zone
+            else:
+                device_timestamp = device_timestamp.replace(tzinfo=device_tz)
+        device_utc = device_timestamp.astimezone(UTC)
+    except (OverflowError, ValueError, OSError):  # e.g. 9999-12-31 23:00 in a zone west of UTC
+        return received_utc, TimeSource.GATEWAY
     if device_utc - received_utc > MAX_DEVICE_CLOCK_AHEAD:
         return received_utc, TimeSource.GATEWAY
     return device_utc, TimeSource.DEVICE

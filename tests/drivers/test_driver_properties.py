@@ -376,3 +376,34 @@ def test_contec_round_trip_with_garbage_and_splits(
         samples += decoder.feed(stream[i : i + split])
     assert [(s.spo2_pct, s.pulse_bpm, s.finger_out, s.searching) for s in samples] == packets
     assert decoder.discarded_bytes == len(garbage)
+
+
+@pytest.mark.parametrize("parser", [*PARSERS[:7], masimo.parse_line], ids=lambda p: p.__name__)
+@given(
+    data=st.binary(min_size=1, max_size=40),
+    offset_minutes=st.none() | st.integers(-14 * 60, 14 * 60),
+)
+def test_whatever_parses_converts_to_readings(
+    parser: Callable[[bytes], object], data: bytes, offset_minutes: int | None
+) -> None:
+    from datetime import UTC, timedelta, timezone
+
+    try:
+        measurement = parser(data)
+    except ParseError:
+        return
+    tz = None if offset_minutes is None else timezone(timedelta(minutes=offset_minutes))
+    received = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    for reading in measurement.to_readings("dev", received, device_tz=tz):  # type: ignore[attr-defined]
+        assert reading.measured_at.tzinfo is not None
+        assert reading.measured_at <= received + timedelta(minutes=5)
+
+
+def test_extreme_device_dates_fall_back_to_gateway_time() -> None:
+    from datetime import UTC, timedelta, timezone
+
+    frame = enc.temperature_measurement(37.0, timestamp=datetime(9999, 12, 31, 23, 0))
+    m = gatt.parse_temperature_measurement(frame)
+    received = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    [reading] = m.to_readings("t", received, device_tz=timezone(timedelta(hours=-5)))
+    assert reading.measured_at == received
