@@ -33,11 +33,12 @@ import logging
 import random
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final, Literal
+from functools import partial
+from typing import Any, Final, Literal, TypeVar
 
 from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -64,6 +65,7 @@ from server.storage.errors import StorageUnavailable
 from server.storage.repository import GatewayRow, SeqRange
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INGEST_CHANNELS: Final = (
     GatewayChannel.STATUS,
@@ -168,12 +170,25 @@ class IngestCounters:
 
 
 class _Rejected(Exception):
-    """Inside a transaction: the message cannot be stored for this reason; roll back, dead-letter it."""
+    """The message cannot be stored for this reason: dead-letter it (raised inside a transaction, it
+    rolls the transaction back first)."""
 
-    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+    def __init__(self, reason: DeadLetterReason, detail: str, gateway_id: str | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.gateway_id = gateway_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A message that passed validation, with its place in the batch."""
+
+    index: int
+    topic: str
+    payload: bytes
+    where: GatewayTopic
+    message: WireModel
 
 
 _MISMATCH_PROBLEMS: Final = frozenset({"gateway_id", "body.command"})
@@ -229,74 +244,123 @@ class Ingestor:
 
         Never raises for a bad message. Raises StorageUnavailable when the database could not be used
         (do not acknowledge the message then)."""
+        (outcome,) = await self.ingest_many([(topic, payload)], received_at)
+        return outcome
+
+    async def ingest_many(
+        self, messages: Sequence[tuple[str, bytes]], received_at: datetime | None = None
+    ) -> list[IngestOutcome]:
+        """Like :meth:`ingest` for several ``(topic, payload)`` messages, stored in ONE transaction (one
+        commit, one fsync), with outcomes in the order given.
+
+        The effect is that of ingesting them one by one in that order (per gateway; different gateways'
+        messages are stored gateway by gateway so that concurrent workers lock gateways in the same
+        order). If the database rejects any of them, the others are stored one by one and only that one
+        is dead-lettered. StorageUnavailable means none of them may be acknowledged."""
         received_at = received_at if received_at is not None else self._clock()
-        self.counters.received += 1
+        results: list[IngestOutcome | None] = [None] * len(messages)
+        accepted: list[_Accepted] = []
+        for index, (topic, payload) in enumerate(messages):
+            self.counters.received += 1
+            verdict = self._validate(topic, payload)
+            if isinstance(verdict, _Rejected):
+                results[index] = await self._dead_letter(
+                    topic, verdict.gateway_id, payload, verdict.reason, verdict.detail, received_at
+                )
+            else:
+                where, message = verdict
+                accepted.append(_Accepted(index, topic, payload, where, message))
+        if len(accepted) > 1:
+            ordered = sorted(accepted, key=lambda item: item.where.gateway_id)
+            label = f"{len(ordered)} messages"
+            try:
+                outcomes = await self._transaction(
+                    label, lambda session: self._apply_all(session, ordered, received_at)
+                )
+            except _Rejected as rejected:
+                logger.info("%s in a batch; storing the batch's messages one by one", rejected.reason.value)
+            else:
+                for item, outcome in zip(ordered, outcomes, strict=True):
+                    results[item.index] = outcome
+                    self._count(outcome)
+                accepted = []
+        for item in accepted:
+            try:
+                outcome = await self._transaction(
+                    f"a message from {item.where.gateway_id}", partial(self._apply_item, item, received_at)
+                )
+            except _Rejected as rejected:
+                outcome = await self._dead_letter(
+                    item.topic,
+                    item.where.gateway_id,
+                    item.payload,
+                    rejected.reason,
+                    rejected.detail,
+                    received_at,
+                )
+            else:
+                self._count(outcome)
+            results[item.index] = outcome
+        done = [outcome for outcome in results if outcome is not None]
+        assert len(done) == len(messages)
+        return done
+
+    def _validate(self, topic: str, payload: bytes) -> tuple[GatewayTopic, WireModel] | _Rejected:
         try:
             where = parse_gateway_topic(topic)
         except ProtocolError as exc:
-            return await self._dead_letter(
-                topic, None, payload, DeadLetterReason.BAD_TOPIC, str(exc), received_at
-            )
+            return _Rejected(DeadLetterReason.BAD_TOPIC, str(exc))
         if where.channel not in INGEST_CHANNELS:
             detail = f"the server does not consume the {where.channel.value} channel"
-            return await self._dead_letter(
-                topic, where.gateway_id, payload, DeadLetterReason.UNEXPECTED_CHANNEL, detail, received_at
-            )
+            return _Rejected(DeadLetterReason.UNEXPECTED_CHANNEL, detail, where.gateway_id)
         limit = self.settings.max_payload_bytes
         if len(payload) > limit:
             detail = f"payload is {len(payload)} bytes; the limit is {limit}"
-            return await self._dead_letter(
-                topic, where.gateway_id, payload, DeadLetterReason.OVERSIZE, detail, received_at
-            )
+            return _Rejected(DeadLetterReason.OVERSIZE, detail, where.gateway_id)
         try:
-            where, message = decode_gateway_message(topic, payload)
+            return decode_gateway_message(topic, payload)
         except ProtocolError as exc:
-            return await self._dead_letter(
-                topic, where.gateway_id, payload, _classify(exc), str(exc), received_at
-            )
-        try:
-            outcome = await self._store(topic, where, message, received_at)
-        except _Rejected as rejected:
-            return await self._dead_letter(
-                topic, where.gateway_id, payload, rejected.reason, rejected.detail, received_at
-            )
-        self._count(outcome)
-        return outcome
+            return _Rejected(_classify(exc), str(exc), where.gateway_id)
 
     # -- transactions ---------------------------------------------------------------------------------
 
-    async def _store(
-        self, topic: str, where: GatewayTopic, message: WireModel, received_at: datetime
-    ) -> IngestOutcome:
+    async def _transaction(self, label: str, apply: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run ``apply`` in a transaction, retrying database trouble; raise _Rejected for what the
+        database refuses as data or what fails on a server bug, StorageUnavailable when out of attempts."""
         attempts = self.settings.storage_attempts
         for attempt in range(1, attempts + 1):
             try:
                 async with self._sessions() as session, session.begin():
-                    return await self._apply(session, topic, where, message, received_at)
+                    return await apply(session)
             except _Rejected:
                 raise
             except (IntegrityError, DataError) as exc:
                 raise _Rejected(DeadLetterReason.STORAGE_REJECTED, f"database refused: {exc.orig}") from exc
             except Exception as exc:
                 if not _storage_trouble(exc):
-                    logger.exception("storing a message from %s failed on a server bug", where.gateway_id)
+                    logger.exception("storing %s failed on a server bug", label)
                     raise _Rejected(DeadLetterReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}") from exc
                 if attempt == attempts:
                     self.counters.storage_failures += 1
                     raise StorageUnavailable(
-                        f"storing a message from {where.gateway_id} failed {attempts} times: {exc}",
-                        attempts=attempts,
+                        f"storing {label} failed {attempts} times: {exc}", attempts=attempts
                     ) from exc
                 self.counters.storage_retries += 1
                 logger.warning(
-                    "storing a message from %s failed (attempt %d of %d), retrying: %s",
-                    where.gateway_id,
-                    attempt,
-                    attempts,
-                    exc,
+                    "storing %s failed (attempt %d of %d), retrying: %s", label, attempt, attempts, exc
                 )
                 await asyncio.sleep(self._retry_delay_s * 2 ** (attempt - 1) * (0.5 + random.random()))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _apply_all(
+        self, session: AsyncSession, items: list[_Accepted], received_at: datetime
+    ) -> list[IngestOutcome]:
+        return [await self._apply_item(item, received_at, session) for item in items]
+
+    async def _apply_item(
+        self, item: _Accepted, received_at: datetime, session: AsyncSession
+    ) -> IngestOutcome:
+        return await self._apply(session, item.topic, item.where, item.message, received_at)
 
     async def _apply(
         self,

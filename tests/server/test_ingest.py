@@ -21,7 +21,7 @@ from server_support import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edge_agent import protocol
-from server.ingest import DeadLetterReason, Ingestor, OutcomeKind, subscription_filters
+from server.ingest import DeadLetterReason, Ingestor, IngestOutcome, OutcomeKind, subscription_filters
 from server.settings import IngestSettings
 from server.storage import create_engine, repository, session_factory
 from server.storage.models import CommandRecord, ReceivedMessage
@@ -484,3 +484,112 @@ async def test_first_message_above_zero_opens_a_gap_from_zero(
     async with sessions() as session:
         gaps = await repository.open_gaps(session, gateway_id)
     assert [(g.first_missing, g.last_missing) for g in gaps] == [(1, 2)]
+
+
+async def test_a_batch_is_stored_in_one_transaction_with_outcomes_in_order(
+    ingestor: Ingestor, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    other = f"{gateway_id}-b"
+    first, second = observation_batch(gateway_id, 0), observation_batch(gateway_id, 1)
+    birth = status(other, "birth", session=1, sent=0)
+    messages = [
+        (obs_topic(gateway_id), protocol.encode(second)),  # ahead of seq 0: a gap, then filled
+        (obs_topic(other), protocol.encode(observation_batch(other, 0))),
+        (obs_topic(gateway_id), protocol.encode(first)),
+        (obs_topic(gateway_id), protocol.encode(second)),  # the same message twice in one batch
+        (topic_for(birth), protocol.encode(birth)),
+        (obs_topic(gateway_id), b"{"),
+    ]
+
+    outcomes = await ingestor.ingest_many(messages, RECEIVED)
+
+    assert [o.kind for o in outcomes] == [
+        OutcomeKind.STORED,
+        OutcomeKind.STORED,
+        OutcomeKind.STORED,
+        OutcomeKind.DUPLICATE,
+        OutcomeKind.STORED,
+        OutcomeKind.DEAD_LETTER,
+    ]
+    assert outcomes[0].gap_opened == SeqRange(0, 0) and outcomes[2].gap_filled
+    assert outcomes[4].connectivity == "online"
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 6
+    async with sessions() as session:
+        assert await repository.open_gaps(session) == []
+    snapshot = ingestor.counters.snapshot()
+    assert (snapshot["received"], snapshot["stored.obs"], snapshot["duplicates"]) == (6, 3, 1)
+    assert snapshot["dead_letters.invalid_json"] == 1
+
+
+async def test_a_batch_with_a_message_the_database_refuses_stores_the_rest(
+    ingestor: Ingestor, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    unknown_ack = protocol.CommandAck(
+        message_id=protocol.new_message_id(),
+        gateway_id=gateway_id,
+        command_id=uuid.uuid4(),
+        ok=True,
+        detail="",
+        acked_at=at(0),
+    )
+    batches = [observation_batch(gateway_id, seq) for seq in range(3)]
+    messages = [(obs_topic(gateway_id), protocol.encode(b)) for b in batches]
+    messages.insert(1, (topic_for(unknown_ack), protocol.encode(unknown_ack)))
+
+    outcomes = await ingestor.ingest_many(messages, RECEIVED)
+
+    assert [o.kind for o in outcomes] == [
+        OutcomeKind.STORED,
+        OutcomeKind.DEAD_LETTER,
+        OutcomeKind.STORED,
+        OutcomeKind.STORED,
+    ]
+    assert outcomes[1].reason is DeadLetterReason.UNKNOWN_COMMAND
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 6
+    assert await scalar(sessions, "SELECT count(*) FROM received_messages") == 3
+    assert ingestor.counters.snapshot()["stored.obs"] == 3
+
+
+async def test_two_workers_with_overlapping_batches_store_each_message_once(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    """Batches spanning several gateways, in different orders on each worker: no message twice, no
+    deadlock that is not retried, no gap left open."""
+    import random
+
+    gateways = [f"{gateway_id}-{n}" for n in range(4)]
+    messages = [
+        (obs_topic(gw), protocol.encode(observation_batch(gw, seq, count=1)))
+        for seq in range(10)
+        for gw in gateways
+    ]
+    engines = [create_engine(database_url) for _ in range(2)]
+    workers = [
+        Ingestor(session_factory(e), IngestSettings(storage_attempts=10), retry_delay_s=0.005)
+        for e in engines
+    ]
+    rng = random.Random(7)
+    try:
+        plans = []
+        for _ in workers:
+            shuffled = messages[:]
+            rng.shuffle(shuffled)
+            plans.append([shuffled[i : i + 8] for i in range(0, len(shuffled), 8)])
+
+        async def run(worker: Ingestor, plan: list[list[tuple[str, bytes]]]) -> list[IngestOutcome]:
+            results = []
+            for chunk in plan:
+                results += await worker.ingest_many(chunk, RECEIVED)
+            return results
+
+        outcomes = await asyncio.gather(*(run(w, p) for w, p in zip(workers, plans, strict=True)))
+    finally:
+        for e in engines:
+            await e.dispose()
+
+    kinds = [o.kind for worker_outcomes in outcomes for o in worker_outcomes]
+    assert kinds.count(OutcomeKind.STORED) == len(messages)
+    assert kinds.count(OutcomeKind.DUPLICATE) == len(messages)
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == len(messages)
+    async with sessions() as session:
+        assert await repository.open_gaps(session) == []

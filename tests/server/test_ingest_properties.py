@@ -1,6 +1,6 @@
-"""Property tests: whatever order and however often messages arrive, each is stored once and the open
-gaps are exactly the sequence numbers below the highest received that are still missing. Runs on
-SQLite (a fresh gateway per example)."""
+"""Property tests: whatever order, however often and in whatever batches messages arrive, each is stored
+once and the open gaps are exactly the sequence numbers below the highest received that are still
+missing. Runs on SQLite (a fresh gateway per example)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def deliveries(draw: st.DrawFn) -> list[int]:
     return draw(st.permutations(sent + replays))
 
 
-async def _scenario(url: str, order: list[int]) -> None:
+async def _scenario(url: str, order: list[int], chunk: int) -> None:
     gateway_id = f"gw-prop-{next(_counter)}"
     engine = create_engine(url)
     try:
@@ -36,9 +36,10 @@ async def _scenario(url: str, order: list[int]) -> None:
         ingestor = Ingestor(sessions)
         messages = {seq: observation_batch(gateway_id, seq, count=1) for seq in set(order)}
         kinds = []
-        for i, seq in enumerate(order):
-            outcome = await ingestor.ingest(obs_topic(gateway_id), protocol.encode(messages[seq]), at(i))
-            kinds.append(outcome.kind)
+        deliveries = [(obs_topic(gateway_id), protocol.encode(messages[seq])) for seq in order]
+        for start in range(0, len(deliveries), chunk):  # chunk 1: one transaction per message
+            outcomes = await ingestor.ingest_many(deliveries[start : start + chunk], at(start))
+            kinds += [outcome.kind for outcome in outcomes]
         assert kinds.count(OutcomeKind.STORED) == len(messages)
         assert kinds.count(OutcomeKind.DUPLICATE) == len(order) - len(messages)
 
@@ -54,12 +55,12 @@ async def _scenario(url: str, order: list[int]) -> None:
 
 
 @settings(max_examples=40)
-@given(order=deliveries())
+@given(order=deliveries(), chunk=st.sampled_from([1, 1, 3, 8, 100]))
 def test_each_message_stored_once_and_gaps_are_exactly_the_missing_numbers(
-    sqlite_template: Path, order: list[int]
+    sqlite_template: Path, order: list[int], chunk: int
 ) -> None:
     path = _database(sqlite_template)
-    asyncio.run(_scenario(f"sqlite+aiosqlite:///{path}", order))
+    asyncio.run(_scenario(f"sqlite+aiosqlite:///{path}", order, chunk))
 
 
 _copies: dict[Path, Path] = {}
