@@ -15,13 +15,20 @@ from drivers.errors import (
     ParseError,
 )
 from drivers.reading import Quality, Reading, TimeSource, Vital
+from drivers.transport import BatteryLevel, Connected, Device, DeviceEvent, Disconnected, ProbeState
 
 __all__ = [
     "AdapterUnavailableError",
+    "BatteryLevel",
+    "Connected",
     "ConnectionFailedError",
+    "Device",
+    "DeviceEvent",
     "DeviceNotFoundError",
+    "Disconnected",
     "DriverError",
     "ParseError",
+    "ProbeState",
     "Quality",
     "Reading",
     "TimeSource",
