@@ -186,9 +186,10 @@ def main() -> None:
             asyncio.run(fill(workdir / "day.db", args.backlog_readings))
             filled = time.perf_counter() - started
             rate, count = asyncio.run(drain_rate(workdir / "day.db", port))
+            size_mib = (workdir / "day.db").stat().st_size / 2**20
             print(
                 f"24-hour backlog: {count:,} readings stored in {filled:.1f} s, "
-                f"drained in {count / rate:.1f} s ({rate:,.0f}/s); outbox file {(workdir / 'day.db').stat().st_size / 2**20:.0f} MiB"
+                f"drained in {count / rate:.1f} s ({rate:,.0f}/s); outbox file {size_mib:.0f} MiB"
             )
             rss, cpu = footprint(args.footprint_s, port, workdir)
             print(
