@@ -50,6 +50,7 @@ WEIGHT_MEASUREMENT: Final = sig_uuid(0x2A9D)
 GLUCOSE_MEASUREMENT: Final = sig_uuid(0x2A18)
 BATTERY_LEVEL: Final = sig_uuid(0x2A19)
 RECORD_ACCESS_CONTROL_POINT: Final = sig_uuid(0x2A52)
+CURRENT_TIME: Final = sig_uuid(0x2A2B)
 
 HEALTH_SERVICES: Final[Mapping[str, str]] = {
     sig_uuid(0x180D): "Heart Rate",
@@ -698,6 +699,31 @@ def parse_battery_level(data: bytes | bytearray | memoryview) -> int:
     if frame[0] > 100:
         raise ParseError(f"battery level {frame[0]} is above 100 %", frame)
     return frame[0]
+
+
+CURRENT_TIME_EXTERNAL_REFERENCE: Final = 0x02
+"""Current Time "adjust reason" bit 1: set from an external reference (the gateway's NTP clock)."""
+
+
+def encode_current_time(local_time: datetime) -> bytes:
+    """Current Time (0x2A2B) value setting a device's clock to ``local_time`` (its wall-clock time).
+
+    Exact Time 256 (Date Time, day of week 1 = Monday, 1/256 s fractions) then the adjust reason.
+    """
+    if not 1582 <= local_time.year <= 9999:
+        raise ValueError(f"year {local_time.year} cannot be sent as a Bluetooth Date Time")
+    return local_time.year.to_bytes(2, "little") + bytes(
+        [
+            local_time.month,
+            local_time.day,
+            local_time.hour,
+            local_time.minute,
+            local_time.second,
+            local_time.isoweekday(),
+            local_time.microsecond * 256 // 1_000_000,
+            CURRENT_TIME_EXTERNAL_REFERENCE,
+        ]
+    )
 
 
 MEASUREMENT_PARSERS: Final[Mapping[str, Callable[[bytes], Measurement]]] = {

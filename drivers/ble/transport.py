@@ -8,6 +8,7 @@
 2. the battery level (0x2A19) is read, and subscribed to when the device notifies it;
 3. every known measurement characteristic the device has (:data:`~drivers.ble.gatt.MEASUREMENT_PARSERS`)
    is subscribed to (bleak enables notifications or indications, whichever the characteristic has); a
+   the device clock is set through the Current Time Service when asked (``set_device_clock``); a
    glucose meter is then asked for its stored records through the Record Access Control Point;
 4. notification bytes go, with their receive time, into a queue in arrival order; the disconnect
    callback puts a marker behind them, so everything received before a disconnect is still parsed and
@@ -29,10 +30,12 @@ from typing import Any, Final, Protocol
 
 from drivers.ble.gatt import (
     BATTERY_LEVEL,
+    CURRENT_TIME,
     GLUCOSE_MEASUREMENT,
     MEASUREMENT_PARSERS,
     RECORD_ACCESS_CONTROL_POINT,
     GlucoseMeasurement,
+    encode_current_time,
     parse_battery_level,
 )
 from drivers.errors import (
@@ -168,6 +171,9 @@ class BleDevice:
 
     ``device_tz`` is the zone the device's clock is set in; the default ``None`` is the gateway's local
     zone (daylight saving included). Readings from a device without a clock use the receive time.
+    ``set_device_clock=True`` writes the gateway's time (in ``device_tz``) to the device's Current Time
+    characteristic on every connection, where it is writable; only enable it on an NTP-synchronised
+    gateway.
     """
 
     def __init__(
@@ -181,6 +187,7 @@ class BleDevice:
         backoff: Backoff | None = None,
         now: Callable[[], datetime] = _utc_now,
         last_glucose_sequence: int | None = None,
+        set_device_clock: bool = False,
     ) -> None:
         self._device_id = device_id
         self._factory = client_factory
@@ -191,6 +198,7 @@ class BleDevice:
             raise ValueError(f"no parser for characteristics {', '.join(sorted(unknown))}")
         self._characteristics = sorted(wanted)
         self._device_tz = device_tz
+        self._set_device_clock = set_device_clock
         self._backoff = backoff or Backoff(base_s=0.5, cap_s=10.0)
         self._now = now
         self.parse_errors = 0
@@ -278,6 +286,8 @@ class BleDevice:
                     continue
                 await client.start_notify(uuid, enqueue(uuid))
                 subscribed.append(uuid)
+            if self._set_device_clock:
+                await self._write_current_time(client)
             if GLUCOSE_MEASUREMENT in subscribed:
                 await self._request_glucose_records(client, enqueue)
         except Exception as exc:  # bleak raises BleakError, OSError, EOFError, TimeoutError, KeyError...
@@ -316,6 +326,23 @@ class BleDevice:
                 self.last_glucose_sequence = measurement.sequence_number
             for reading in measurement.to_readings(self._device_id, received_at, device_tz=self._device_tz):
                 yield reading
+
+    async def _write_current_time(self, client: GattClient) -> None:
+        """Set the device's clock (Current Time Service) to the gateway's time in ``device_tz``.
+
+        Only devices whose Current Time characteristic is writable; a refusal is logged, not fatal.
+        """
+        characteristic = client.services.get_characteristic(CURRENT_TIME)
+        if characteristic is None or "write" not in characteristic.properties:
+            return
+        now = self._now()
+        local = now.astimezone() if self._device_tz is None else now.astimezone(self._device_tz)
+        try:
+            await client.write_gatt_char(CURRENT_TIME, encode_current_time(local.replace(tzinfo=None)), True)
+        except Exception as exc:  # a device may refuse (e.g. not bonded): keep the connection
+            logger.warning("%s: setting the device clock failed: %r", self._device_id, exc)
+        else:
+            logger.info("%s: device clock set to %s", self._device_id, local.isoformat(timespec="seconds"))
 
     async def _request_glucose_records(
         self, client: GattClient, enqueue: Callable[[str], NotifyCallback]

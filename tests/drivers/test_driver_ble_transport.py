@@ -356,3 +356,37 @@ async def test_cancelled_during_set_up_still_disconnects() -> None:
         await reading_battery.wait()
         task.cancel()
     assert [client.disconnect_calls for client in made] == [1]
+
+
+async def test_device_clock_is_set_when_asked() -> None:
+    from datetime import UTC, timedelta, timezone
+
+    from drivers.ble.mock import MockPeripheral
+
+    peripheral = MockPeripheral(
+        {gatt.BLOOD_PRESSURE_MEASUREMENT: ("indicate",), gatt.CURRENT_TIME: ("read", "write", "notify")},
+        battery_level=None,
+    )
+    frozen = datetime(2026, 3, 29, 23, 30, 15, 500_000, tzinfo=UTC)  # a Sunday in UTC
+    device = BleDevice(
+        device_id="cuff-4",
+        client_factory=peripheral.connect,
+        backoff=FAST,
+        now=lambda: frozen,
+        device_tz=timezone(timedelta(hours=2)),
+        set_device_clock=True,
+    )
+    async with contextlib.aclosing(device.readings()) as items:
+        assert isinstance(await next_item(items), Connected)
+    # 2026-03-30 01:30:15 local (UTC+2), Monday (1), 128/256 s, adjust reason "external reference"
+    assert peripheral.writes == [(gatt.CURRENT_TIME, bytes.fromhex("ea07031e011e0f018002"))]
+
+
+async def test_device_clock_is_left_alone_by_default() -> None:
+    from drivers.ble.mock import MockPeripheral
+
+    peripheral = MockPeripheral({gatt.CURRENT_TIME: ("read", "write")}, battery_level=None)
+    device = BleDevice(device_id="cuff-5", client_factory=peripheral.connect, backoff=FAST)
+    async with contextlib.aclosing(device.readings()) as items:
+        assert isinstance(await next_item(items), Connected)
+    assert peripheral.writes == []
