@@ -5,7 +5,9 @@ One :class:`IngestConsumer` is one server worker's connection to the broker. It 
 with a persistent session and manual acknowledgement, and hands each message to the
 :class:`~server.ingest.Ingestor`. The PUBACK goes out only after ``ingest`` returned, i.e. after the
 message's transaction committed (or its dead letter was written); acknowledgements leave in the order the
-messages arrived (as MQTT requires), while up to ``concurrency`` messages are stored at once.
+messages arrived (as MQTT requires). Messages that are already waiting are stored together, up to
+``max_batch`` in one transaction (``Ingestor.ingest_many``: one commit for many), and up to
+``concurrency`` such transactions run at once.
 
 When storage is unavailable (``StorageUnavailable``) the consumer drops the connection without
 acknowledging what it has not stored; the broker keeps those messages in the session and delivers them
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
@@ -38,9 +40,9 @@ logger = logging.getLogger(__name__)
 class MessageIngest(Protocol):
     """What the consumer needs of an ingestor (``server.ingest.Ingestor`` is one)."""
 
-    async def ingest(
-        self, topic: str, payload: bytes, received_at: datetime | None = None
-    ) -> IngestOutcome: ...
+    async def ingest_many(
+        self, messages: Sequence[tuple[str, bytes]], received_at: datetime | None = None
+    ) -> list[IngestOutcome]: ...
 
 
 OutcomeHandler = Callable[[IngestOutcome], Awaitable[None]]
@@ -56,17 +58,19 @@ class IngestConsumer:
         *,
         share_group: str | None,
         concurrency: int = 8,
+        max_batch: int = 100,
         on_outcome: OutcomeHandler | None = None,
         clock: Callable[[], datetime] = utc_now,
         backoff: Backoff | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        if concurrency < 1 or max_batch < 1:
+            raise ValueError("concurrency and max_batch must be at least 1")
         # Redelivery after a failure depends on a persistent session and on acknowledging ourselves.
         self.mqtt = replace(mqtt, manual_ack=True, clean_start=False)
         self.filters = subscription_filters(share_group)
         self._ingestor = ingestor
         self._concurrency = concurrency
+        self._max_batch = max_batch
         self._on_outcome = on_outcome
         self._clock = clock
         self._backoff = backoff or Backoff(initial_s=0.5, maximum_s=30.0)
@@ -109,29 +113,39 @@ class IngestConsumer:
                 self.connected.clear()
 
     async def _consume(self, client: MqttClient) -> None:
-        window: deque[tuple[Message, asyncio.Task[None]]] = deque()
+        inbox: asyncio.Queue[Message] = asyncio.Queue()  # bounded by the broker's receive maximum
+        window: deque[tuple[list[Message], asyncio.Task[None]]] = deque()
         slots = asyncio.Semaphore(self._concurrency)
         failed = False
+
+        async def receive() -> None:
+            async for message in client.messages():
+                inbox.put_nowait(message)
 
         def acknowledge_ready(_task: asyncio.Task[None]) -> None:
             nonlocal failed
             while window and window[0][1].done():
-                message, task = window.popleft()
+                batch, task = window.popleft()
                 if failed or task.cancelled() or task.exception() is not None:
                     failed = True  # nothing after a failure is acknowledged on this connection
                     continue
-                message.ack()
-                self.acknowledged += 1
+                for message in batch:
+                    message.ack()
+                self.acknowledged += len(batch)
                 self._progress.set()
 
         try:
             async with asyncio.TaskGroup() as group:
-                async for message in client.messages():
+                group.create_task(receive(), name=f"mqtt receive {self.mqtt.client_id}")
+                while True:
                     await slots.acquire()
+                    batch = [await inbox.get()]
+                    while len(batch) < self._max_batch and not inbox.empty():
+                        batch.append(inbox.get_nowait())
                     task = group.create_task(
-                        self._store(message, slots), name=f"ingest {message.topic} mid={message.mid}"
+                        self._store(batch, slots), name=f"ingest {len(batch)} from {batch[0].topic}"
                     )
-                    window.append((message, task))
+                    window.append((batch, task))
                     task.add_done_callback(acknowledge_ready)
         except ExceptionGroup as group_error:
             # Report the root cause: a storage failure first, then the broker connection.
@@ -141,13 +155,17 @@ class IngestConsumer:
                     raise matched.exceptions[0] from group_error
             raise
 
-    async def _store(self, message: Message, slots: asyncio.Semaphore) -> None:
+    async def _store(self, batch: list[Message], slots: asyncio.Semaphore) -> None:
         try:
-            outcome = await self._ingestor.ingest(message.topic, message.payload, self._clock())
+            outcomes = await self._ingestor.ingest_many(
+                [(message.topic, message.payload) for message in batch], self._clock()
+            )
         finally:
             slots.release()
-        if self._on_outcome is not None:
+        if self._on_outcome is None:
+            return
+        for outcome in outcomes:
             try:
                 await self._on_outcome(outcome)
             except Exception:
-                logger.exception("outcome handler failed for a message on %.200r", message.topic)
+                logger.exception("outcome handler failed for a message on %.200r", outcome.topic)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import pytest
@@ -95,16 +95,18 @@ async def _all_acknowledged(consumers: list[IngestConsumer], total: int) -> None
 class FailsOnce:
     """A real Ingestor whose database is 'down' for the first delivery of one message."""
 
-    def __init__(self, inner: Ingestor, failing_topic_payload: bytes) -> None:
+    def __init__(self, inner: Ingestor, failing_payload: bytes) -> None:
         self.inner = inner
-        self.failing = failing_topic_payload
+        self.failing = failing_payload
         self.failed = False
 
-    async def ingest(self, topic: str, payload: bytes, received_at: datetime | None = None) -> IngestOutcome:
-        if payload == self.failing and not self.failed:
+    async def ingest_many(
+        self, messages: Sequence[tuple[str, bytes]], received_at: datetime | None = None
+    ) -> list[IngestOutcome]:
+        if not self.failed and any(payload == self.failing for _topic, payload in messages):
             self.failed = True
             raise StorageUnavailable("database restarting", attempts=3)
-        return await self.inner.ingest(topic, payload, received_at)
+        return await self.inner.ingest_many(messages, received_at)
 
 
 async def test_message_not_stored_is_not_acknowledged_and_comes_back(
@@ -189,3 +191,54 @@ async def test_two_workers_share_the_subscription(
     assert sum(c.acknowledged for c in consumers) == len(batches)
     assert await scalar(sessions, "SELECT count(*) FROM observations") == 80
     assert await scalar(sessions, "SELECT count(*) FROM sequence_gaps WHERE filled_at IS NULL") == 0
+
+
+class RecordsBatches:
+    def __init__(self, inner: Ingestor) -> None:
+        self.inner = inner
+        self.sizes: list[int] = []
+
+    async def ingest_many(
+        self, messages: Sequence[tuple[str, bytes]], received_at: datetime | None = None
+    ) -> list[IngestOutcome]:
+        self.sizes.append(len(messages))
+        return await self.inner.ingest_many(messages, received_at)
+
+
+async def test_a_backlog_is_stored_in_batches(
+    broker: MosquittoBroker,
+    ingestor: Ingestor,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway_id: str,
+) -> None:
+    """Messages queued in the server's session while it was away arrive in a burst: they are stored
+    several per transaction, each still exactly once and acknowledged."""
+    recorder = RecordsBatches(ingestor)
+    outcomes = Outcomes()
+    consumer = IngestConsumer(
+        recorder,
+        mqtt_settings(broker, f"server-{gateway_id}"),
+        share_group=None,
+        concurrency=2,
+        max_batch=16,
+        on_outcome=outcomes,
+    )
+    async with asyncio.TaskGroup() as group:  # first visit: creates the persistent session
+        task = group.create_task(consumer.run(), name="ingest consumer")
+        await asyncio.wait_for(consumer.connected.wait(), 10)
+        task.cancel()
+
+    batches = [observation_batch(gateway_id, seq, count=1) for seq in range(60)]
+    await publish_all(broker, gateway_id, [(obs_topic(gateway_id), protocol.encode(b)) for b in batches])
+
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(consumer.run(), name="ingest consumer")
+        await outcomes.until(lambda items: len(items) == len(batches))
+        await asyncio.wait_for(consumer.wait_acknowledged(len(batches)), 10)
+        task.cancel()
+
+    assert sum(recorder.sizes) == len(batches)
+    assert max(recorder.sizes) > 1
+    assert max(recorder.sizes) <= 16
+    assert {o.kind for o in outcomes.items} == {OutcomeKind.STORED}
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 60
