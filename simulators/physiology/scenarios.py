@@ -133,9 +133,9 @@ SEPSIS_COURSE: Final = Course(
 
 COPD_COURSE: Final = Course(
     keyframes={
-        _HR: ((0, 78), (12, 80), (20, 96), (26, 110), (48, 114)),
-        _RR: ((0, 17.5), (12, 18), (20, 23), (26, 27), (48, 28)),
-        _SPO2: ((0, 90), (12, 90), (20, 88), (26, 85), (48, 84.5)),
+        _HR: ((0, 76), (12, 78), (20, 96), (26, 110), (48, 114)),
+        _RR: ((0, 17), (12, 17.5), (20, 23), (26, 27), (48, 28)),
+        _SPO2: ((0, 89.5), (12, 89.5), (20, 88), (26, 85), (48, 84.5)),
         _SBP: ((0, 138), (12, 136), (26, 132), (48, 130)),
         _DBP: ((0, 82), (48, 80)),
         _TEMP: ((0, 36.8), (12, 36.9), (26, 37.8), (48, 37.9)),
@@ -194,7 +194,7 @@ _ARTEFACTS: Final = (
 )
 
 _STABLE_EXPECTATION: Final = Expectation(
-    "NEWS2 low (0-4, no single 3) at every minute: normal vitals with circadian variation.",
+    "NEWS2 low (0-4, no single 3) at every minute: normal vitals with circadian variation and noise.",
     bands=(RiskBand(0, 48, highest=Risk.LOW),),
 )
 
@@ -210,14 +210,14 @@ _SCENARIO_LIST: Final = (
         "Sepsis: rising pulse, respiration and temperature, falling blood pressure",
         SEPSIS_COURSE,
         Expectation(
-            "Well for 6 h, then infection takes hold: pulse, respiratory rate and temperature rise and blood "
-            "pressure falls. Low for the first 10 h, NEWS2 high first between 14 h and 19 h, high from 22 h "
-            "on; new confusion from 24 h.",
+            "Well for 8 h, then infection takes hold: pulse, respiratory rate and temperature rise and blood "
+            "pressure falls. Low for the first 8 h; NEWS2 high first between 10.5 h and 19.5 h (median "
+            "~15 h); new confusion from 24 h, high at every minute from then on.",
             bands=(
-                RiskBand(0, 10, highest=Risk.LOW),
-                RiskBand(22, 48, lowest=Risk.HIGH),
+                RiskBand(0, 8, highest=Risk.LOW),
+                RiskBand(24, 48, lowest=Risk.HIGH),
             ),
-            first_high_h=(11.0, 18.0),
+            first_high_h=(10.5, 19.5),
         ),
     ),
     Scenario(
@@ -226,14 +226,15 @@ _SCENARIO_LIST: Final = (
         COPD_COURSE,
         Expectation(
             "Known hypercapnic COPD, on home oxygen, target SpO2 88-92 % (Scale 2). Stable for 12 h "
-            "(SpO2 ~90 % scores 0 on Scale 2; oxygen adds 2: low), then an exacerbation: respiratory rate "
-            "to 26, pulse to 108, SpO2 to 85 %. NEWS2 high first between 21 h and 27 h, high from 30 h on. "
-            "On Scale 1 the same patient would score SpO2 3 and be medium from the first minute.",
+            "(SpO2 ~89.5 % scores 0 on Scale 2; oxygen adds 2: low in at least 90 % of minutes), then an "
+            "exacerbation: respiratory rate to 27, pulse to 110, SpO2 to 85 %. NEWS2 high first between "
+            "16.5 h and 25.5 h (median ~21.5 h), high in at least 90 % of minutes from 30 h on. On "
+            "Scale 1 the same patient mostly scores SpO2 3 and is medium or worse from the first minute.",
             bands=(
-                RiskBand(0, 12, highest=Risk.LOW, fraction=0.95),
-                RiskBand(30, 48, lowest=Risk.HIGH, fraction=0.95),
+                RiskBand(0, 12, highest=Risk.LOW, fraction=0.9),
+                RiskBand(30, 48, lowest=Risk.HIGH, fraction=0.9),
             ),
-            first_high_h=(17.0, 26.0),
+            first_high_h=(16.5, 25.5),
         ),
     ),
     Scenario(
@@ -242,13 +243,13 @@ _SCENARIO_LIST: Final = (
         BLEED_COURSE,
         Expectation(
             "Bleeding from 4 h: blood pressure falls to the high 80s, pulse rises to 125, respiratory rate "
-            "to 24. Low for the first 8 h; NEWS2 high first between 14 h and 20 h, high from 22 h on; "
-            "new confusion from 22 h.",
+            "to 24. Low for the first 8 h; NEWS2 high first between 11 h and 20 h (median ~15 h), high at "
+            "every minute from 22 h on; new confusion from 22 h.",
             bands=(
                 RiskBand(0, 8, highest=Risk.LOW),
                 RiskBand(22, 48, lowest=Risk.HIGH),
             ),
-            first_high_h=(12.0, 19.0),
+            first_high_h=(11.0, 20.0),
         ),
     ),
     Scenario(
@@ -256,9 +257,9 @@ _SCENARIO_LIST: Final = (
         "Atrial fibrillation with fast ventricular rate",
         AF_COURSE,
         Expectation(
-            "Sinus rhythm at ~76/min until 3 h, then paroxysmal AF: an irregular rate around 140/min "
+            "Sinus rhythm at ~76/min until 3 h, then paroxysmal AF: an irregular rate around 146/min "
             "(beat-to-beat spread 12/min). Low before 3 h; from 4 h at least low-medium (pulse >= 131 "
-            "scores 3) in most minutes, rarely high.",
+            "scores 3) in at least 75 % of minutes, and at most medium in at least 97 %.",
             bands=(
                 RiskBand(0, 3, highest=Risk.LOW),
                 RiskBand(4, 48, lowest=Risk.LOW_MEDIUM, fraction=0.75),
@@ -271,15 +272,16 @@ _SCENARIO_LIST: Final = (
         "Accidental hypothermia in a cold home",
         HYPOTHERMIA_COURSE,
         Expectation(
-            "Temperature falls from 36.4 °C to 34 °C overnight, with slowing pulse and breathing. Low for "
-            "the first 8 h; low-medium or worse once temperature is <= 35.0 °C (from ~13 h); new confusion "
-            "at 16 h makes it high between 16 h and 18 h, high from 18 h on.",
+            "Temperature falls from 36.4 °C to below 34 °C, with slowing pulse and breathing. Low for the "
+            "first 6 h; low-medium or worse at every minute from 15 h (temperature <= 35.0 °C scores 3); "
+            "NEWS2 high first between 10.5 h and 18 h (usually at 16 h, when new confusion adds 3), high "
+            "in at least 90 % of minutes from 20 h on.",
             bands=(
-                RiskBand(0, 8, highest=Risk.LOW),
+                RiskBand(0, 6, highest=Risk.LOW),
                 RiskBand(15, 48, lowest=Risk.LOW_MEDIUM),
-                RiskBand(20, 48, lowest=Risk.HIGH, fraction=0.95),
+                RiskBand(20, 48, lowest=Risk.HIGH, fraction=0.9),
             ),
-            first_high_h=(12.0, 18.0),
+            first_high_h=(10.5, 18.0),
         ),
     ),
     Scenario(
@@ -290,7 +292,7 @@ _SCENARIO_LIST: Final = (
             "Physiology of the stable scenario, so the true risk stays low. The oximeter's samples contain "
             "probe-off intervals, single-sample motion outliers (SpO2 dropped 6-18 points, pulse up "
             "25-60/min; only some flagged) and low-perfusion intervals (PI < 0.6 %, flagged, noisier). "
-            "Dropping flagged samples and taking a 5-sample rolling median keeps the measured risk low.",
+            "The agent's chart (quality filter, 60 s rolling median of SpO2 and pulse) stays low.",
             bands=(RiskBand(0, 48, highest=Risk.LOW),),
         ),
         faults=_ARTEFACTS,
@@ -324,19 +326,19 @@ _SCENARIO_LIST: Final = (
     ),
     Scenario(
         "uplink_loss",
-        "Sepsis while the gateway has no uplink for 8 hours",
+        "Sepsis while the gateway has no uplink for 10 hours",
         SEPSIS_COURSE,
         Expectation(
-            "The sepsis course, with the gateway's uplink down from 10 h to 18 h, so the patient first "
-            "becomes high while the gateway is offline: the agent must score and alert locally, keep every "
-            "reading, and deliver the backlog when the uplink returns at 18 h.",
+            "The sepsis course, with the gateway's uplink down from 10 h to 20 h. NEWS2 is high first "
+            "between 10.5 h and 19.5 h, i.e. while the gateway is offline: the agent must score and alert "
+            "locally, keep every reading, and deliver the backlog when the uplink returns at 20 h.",
             bands=(
-                RiskBand(0, 10, highest=Risk.LOW),
-                RiskBand(22, 48, lowest=Risk.HIGH),
+                RiskBand(0, 8, highest=Risk.LOW),
+                RiskBand(24, 48, lowest=Risk.HIGH),
             ),
-            first_high_h=(11.0, 18.0),
+            first_high_h=(10.5, 19.5),
         ),
-        faults=(fault(FaultKind.UPLINK_DOWN, 10, 18),),
+        faults=(fault(FaultKind.UPLINK_DOWN, 10, 20),),
     ),
 )
 
