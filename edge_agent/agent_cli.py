@@ -39,6 +39,17 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    from edge_agent.devices import unsupported_devices
+
+    unsupported = unsupported_devices(list(config.devices))
+    if unsupported:
+        for device in unsupported:
+            print(
+                f"{args.config}: devices: {device.id}: kind {device.kind} has no driver on a real gateway"
+                "\n  fix: remove it, or run this configuration under `wardwatch sim home`",
+                file=sys.stderr,
+            )
+        return 2
     if args.action == "check":
         print(
             f"{args.config}: OK: gateway {config.gateway_id}, {len(config.patients)} patient(s), "

@@ -41,8 +41,11 @@ DEVICE_KINDS: Final = (
     "ble_glucose",
     "masimo",
     "contec",
+    "respiration_patch",
 )
-"""Driver kinds a device entry may name; BLE kinds need ``address``, serial kinds ``path`` or ``usb_id``."""
+"""Driver kinds a device entry may name; BLE kinds need ``address``, serial kinds ``path`` or ``usb_id``.
+``respiration_patch`` has no driver yet (no Bluetooth SIG profile carries respiratory rate): only the
+simulators provide it, and ``wardwatch agent`` refuses it."""
 
 
 class _Section(BaseModel):
@@ -96,7 +99,7 @@ class DeviceConfig(_Section):
         if self.kind.startswith("ble_"):
             if not self.address:
                 raise ValueError(f"a {self.kind} device needs address")
-        elif not (self.path or self.usb_id):
+        elif self.kind in ("masimo", "contec") and not (self.path or self.usb_id):
             raise ValueError(f"a {self.kind} device needs path or usb_id")
         return self
 

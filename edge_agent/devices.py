@@ -31,4 +31,14 @@ def real_device(config: DeviceConfig) -> Device:
             device_kind=config.kind,
             characteristics=BLE_CHARACTERISTICS[config.kind],
         )
-    return SerialDevice(device_id=config.id, kind=config.kind, port=config.path, usb_id=config.usb_id)
+    if config.kind in SERIAL_KINDS:
+        return SerialDevice(device_id=config.id, kind=config.kind, port=config.path, usb_id=config.usb_id)
+    raise ValueError(f"device {config.id}: kind {config.kind} has no driver on a real gateway")
+
+
+SERIAL_KINDS: Final = ("masimo", "contec")
+
+
+def unsupported_devices(configs: list[DeviceConfig]) -> list[DeviceConfig]:
+    """Configured devices that only a simulator can provide (``wardwatch agent`` refuses to start)."""
+    return [c for c in configs if c.kind not in BLE_CHARACTERISTICS and c.kind not in SERIAL_KINDS]

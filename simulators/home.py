@@ -1,0 +1,382 @@
+"""A simulated home: the real edge agent, reading simulated devices that speak the real protocols.
+
+::
+
+    run_home(config, scenario="sepsis", seed=7, speed=60)
+
+For every ``[[devices]]`` entry of the gateway's configuration, a device simulator follows the patient's
+physiology (``simulators.physiology``) on a shared simulated clock and speaks to the real driver:
+
+- BLE kinds: an in-memory peripheral (``drivers.ble.mock.MockPeripheral``) behind the real
+  ``BleDevice`` transport, notifying exact Bluetooth SIG characteristic bytes from
+  ``simulators.devices.gatt_encoders``; battery level and disconnects follow the scenario's faults;
+- ``masimo`` and ``contec``: a real pseudo-terminal whose slave the real ``SerialDevice`` opens by path,
+  fed with ASCII 1 lines or CMS50D+ packets from ``simulators.devices.serial_encoders``;
+- ``respiration_patch``: no Bluetooth SIG profile carries respiratory rate, so the patch is simulated at
+  the driver interface (it yields ``Reading``s directly).
+
+The agent (``edge_agent.service.Agent``) runs unchanged with the simulated clock, its outbox and uplink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, timedelta
+from pathlib import Path
+from typing import Final
+
+from drivers.ble import gatt
+from drivers.ble.mock import MockPeripheral
+from drivers.ble.transport import BleDevice
+from drivers.reading import Reading, TimeSource, Vital
+from drivers.serial.transport import SerialDevice
+from drivers.transport import Connected, Device, DeviceEvent, Disconnected
+from edge_agent.config import DeviceConfig, GatewayConfig
+from edge_agent.devices import BLE_CHARACTERISTICS
+from edge_agent.protocol import VITALS, QualityFlag, VitalCode
+from edge_agent.service import Agent
+from edge_agent.systemd import Notifier
+from simulators.clock import SimClock
+from simulators.devices import gatt_encoders, serial_encoders
+from simulators.physiology import DeviceKind, Patient, Sample, get_scenario
+
+log = logging.getLogger(__name__)
+
+PHYSIOLOGY_KIND: Final[dict[str, DeviceKind]] = {
+    "ble_plx_continuous": DeviceKind.PULSE_OXIMETER_CONTINUOUS,
+    "ble_plx_spot": DeviceKind.PULSE_OXIMETER_SPOT,
+    "ble_heart_rate": DeviceKind.HEART_RATE_MONITOR,
+    "ble_blood_pressure": DeviceKind.BLOOD_PRESSURE,
+    "ble_thermometer": DeviceKind.THERMOMETER,
+    "ble_scale": DeviceKind.WEIGHT_SCALE,
+    "masimo": DeviceKind.PULSE_OXIMETER_CONTINUOUS,
+    "contec": DeviceKind.PULSE_OXIMETER_CONTINUOUS,
+    "respiration_patch": DeviceKind.RESPIRATION_MONITOR,
+}
+"""Which simulated physiology device each configured driver kind stands for."""
+
+CONFIG_KIND: Final[dict[DeviceKind, str]] = {
+    DeviceKind.PULSE_OXIMETER_CONTINUOUS: "ble_plx_continuous",
+    DeviceKind.PULSE_OXIMETER_SPOT: "ble_plx_spot",
+    DeviceKind.HEART_RATE_MONITOR: "ble_heart_rate",
+    DeviceKind.BLOOD_PRESSURE: "ble_blood_pressure",
+    DeviceKind.THERMOMETER: "ble_thermometer",
+    DeviceKind.WEIGHT_SCALE: "ble_scale",
+    DeviceKind.RESPIRATION_MONITOR: "respiration_patch",
+}
+
+SPOT_LOOKBACK_S: Final = 24 * 3600
+_PLX_PROBE_OFF: Final = 1 << 11  # PLX device and sensor status: sensor unconnected to user
+_PLX_LOW_PERFUSION: Final = 1 << 5
+_PLX_ERRATIC: Final = 1 << 6
+
+
+class SimulatedHome:
+    """The devices of one home on a simulated clock; ``device_factory`` plugs into the agent."""
+
+    def __init__(
+        self, config: GatewayConfig, *, scenario: str, seed: int, clock: SimClock, start_h: float = 0
+    ) -> None:
+        get_scenario(scenario)  # fail early on a typo
+        self.config = config
+        self.clock = clock
+        start = clock.now() - timedelta(hours=start_h)  # join the scenario start_h hours in
+        self.patients = {
+            patient.id: Patient(scenario, seed=seed + index, start=start)
+            for index, patient in enumerate(config.patients)
+        }
+        self._scratch = Path(tempfile.mkdtemp(prefix="wardwatch-home-"))
+
+    def device_factory(self, device: DeviceConfig) -> Device:
+        patient = self.patients[device.patient]
+        kind = PHYSIOLOGY_KIND.get(device.kind)
+        if kind is None:
+            raise ValueError(f"no simulator for device kind {device.kind}")
+        if device.kind in BLE_CHARACTERISTICS:
+            return SimulatedBle(device, patient, kind, self.clock)
+        if device.kind in ("masimo", "contec"):
+            return SimulatedSerial(device, patient, kind, self.clock, self._scratch / f"{device.id}.tty")
+        return SimulatedPatch(device, patient, kind, self.clock)
+
+
+def _t(patient: Patient, clock: SimClock) -> float:
+    return (clock.now() - patient.start).total_seconds()
+
+
+async def _samples_in_time(patient: Patient, kind: DeviceKind, clock: SimClock) -> AsyncIterator[Sample]:
+    """The device's samples, each released when the simulated clock reaches it.
+
+    A spot device (cuff, thermometer) first hands over the last measurement it took before the
+    simulation joined, as a real one sends its stored record when the gateway connects.
+    """
+    t0 = max(0.0, _t(patient, clock))
+    if patient.cadences[kind].period_s is None and t0 > 0:
+        earlier = list(patient.device_samples(kind, max(0.0, t0 - SPOT_LOOKBACK_S), t0))
+        if earlier:
+            yield earlier[-1]
+    for sample in patient.device_samples(kind, t0):
+        wait = sample.t_s - _t(patient, clock)
+        if wait > 0:
+            await clock.sleep(wait)
+        yield sample
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def encode_gatt(kind: DeviceKind, sample: Sample) -> tuple[str, bytes] | None:
+    """The characteristic and bytes a real peripheral of this kind would notify for this sample."""
+    at = sample.measured_at.replace(tzinfo=None, microsecond=0)  # SIG Date Time: naive, device zone = UTC
+    values = sample.values
+    if kind is DeviceKind.PULSE_OXIMETER_CONTINUOUS:
+        status = 0
+        if QualityFlag.PROBE_OFF in sample.quality:
+            status |= _PLX_PROBE_OFF
+        if QualityFlag.LOW_PERFUSION in sample.quality:
+            status |= _PLX_LOW_PERFUSION
+        if QualityFlag.MOTION in sample.quality:
+            status |= _PLX_ERRATIC
+        data = gatt_encoders.plx_continuous(
+            _int(values.get(VitalCode.SPO2)), _int(values.get(VitalCode.HEART_RATE)), device_status=status
+        )
+        return gatt.PLX_CONTINUOUS_MEASUREMENT, data
+    if kind is DeviceKind.PULSE_OXIMETER_SPOT:
+        data = gatt_encoders.plx_spot_check(
+            _int(values.get(VitalCode.SPO2)), _int(values.get(VitalCode.HEART_RATE)), timestamp=at
+        )
+        return gatt.PLX_SPOT_CHECK_MEASUREMENT, data
+    if kind is DeviceKind.HEART_RATE_MONITOR:
+        bpm = _int(values.get(VitalCode.HEART_RATE))
+        if bpm is None:
+            return None
+        return gatt.HEART_RATE_MEASUREMENT, gatt_encoders.heart_rate_measurement(bpm, sensor_contact=True)
+    if kind is DeviceKind.BLOOD_PRESSURE:
+        pulse = _int(values.get(VitalCode.HEART_RATE))
+        data = gatt_encoders.blood_pressure_measurement(
+            _int(values.get(VitalCode.SYSTOLIC_BP)),
+            _int(values.get(VitalCode.DIASTOLIC_BP)),
+            _int(values.get(VitalCode.MEAN_ARTERIAL_PRESSURE)),
+            timestamp=at,
+            pulse_bpm=pulse if pulse is not None else "absent",
+        )
+        return gatt.BLOOD_PRESSURE_MEASUREMENT, data
+    if kind is DeviceKind.THERMOMETER:
+        celsius = values.get(VitalCode.BODY_TEMPERATURE)
+        data = gatt_encoders.temperature_measurement(
+            None if celsius is None else round(celsius, 1), timestamp=at, site=3
+        )
+        return gatt.TEMPERATURE_MEASUREMENT, data
+    if kind is DeviceKind.WEIGHT_SCALE:
+        kg = values.get(VitalCode.BODY_WEIGHT)
+        weight = None if kg is None else round(kg * 200) / 200
+        return gatt.WEIGHT_MEASUREMENT, gatt_encoders.weight_measurement(weight, timestamp=at)
+    return None
+
+
+class SimulatedBle:
+    """A BLE peripheral following the patient, read through the real ``BleDevice`` transport."""
+
+    def __init__(self, device: DeviceConfig, patient: Patient, kind: DeviceKind, clock: SimClock) -> None:
+        self.device_id = device.id
+        self._patient, self._kind, self._clock = patient, kind, clock
+        characteristics = BLE_CHARACTERISTICS[device.kind]
+        self.peripheral = MockPeripheral(
+            {uuid: ("notify", "indicate") for uuid in characteristics},
+            battery_level=round(patient.battery_pct(kind, _t(patient, clock))),
+        )
+        self._transport = BleDevice(
+            device_id=device.id,
+            client_factory=self.peripheral.connect,
+            device_kind=device.kind,
+            characteristics=characteristics,
+            device_tz=UTC,
+            now=clock.now,
+        )
+        self._uuid = characteristics[0]
+
+    async def readings(self) -> AsyncIterator[Reading | DeviceEvent]:
+        feeder = asyncio.create_task(self._feed(), name=f"sim-feed:{self.device_id}")
+        try:
+            async with contextlib.aclosing(self._transport.readings()) as stream:
+                async for item in stream:
+                    yield item
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+
+    async def _feed(self) -> None:
+        patient, kind, peripheral = self._patient, self._kind, self.peripheral
+        await peripheral.wait_until_subscribed(self._uuid)
+        async for sample in _samples_in_time(patient, kind, self._clock):
+            t = sample.t_s
+            connected = patient.device_connected(kind, t) and patient.device_powered(kind, t)
+            if not connected:
+                if peripheral.advertising:
+                    peripheral.advertising = False
+                    peripheral.drop_link()
+                continue
+            if not peripheral.advertising:
+                peripheral.advertising = True
+                await peripheral.wait_until_subscribed(self._uuid)
+            battery = round(patient.battery_pct(kind, t))
+            if battery != peripheral.battery_level:
+                peripheral.set_battery_level(battery)
+            frame = encode_gatt(kind, sample)
+            if frame is not None:
+                peripheral.notify(*frame)
+
+
+class SimulatedSerial:
+    """A serial oximeter on a real pseudo-terminal, read through the real ``SerialDevice`` by path."""
+
+    def __init__(
+        self, device: DeviceConfig, patient: Patient, kind: DeviceKind, clock: SimClock, link: Path
+    ) -> None:
+        self.device_id = device.id
+        self._device, self._patient, self._kind, self._clock, self._link = device, patient, kind, clock, link
+
+    async def readings(self) -> AsyncIterator[Reading | DeviceEvent]:
+        master, slave = os.openpty()
+        slave_path = os.ttyname(slave)
+        with contextlib.suppress(FileNotFoundError):
+            self._link.unlink()
+        self._link.symlink_to(slave_path)
+        transport = SerialDevice(
+            device_id=self.device_id,
+            kind=self._device.kind,
+            port=str(self._link),
+            device_tz=UTC,
+            now=self._clock.now,
+        )
+        feeder = asyncio.create_task(self._feed(master), name=f"sim-feed:{self.device_id}")
+        try:
+            async with contextlib.aclosing(transport.readings()) as stream:
+                async for item in stream:
+                    yield item
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+            os.close(master)
+            os.close(slave)
+
+    async def _feed(self, master: int) -> None:
+        masimo = self._device.kind == "masimo"
+        async for sample in _samples_in_time(self._patient, self._kind, self._clock):
+            if not self._patient.device_connected(self._kind, sample.t_s):
+                continue  # unplugged: silence
+            spo2 = _int(sample.values.get(VitalCode.SPO2))
+            pulse = _int(sample.values.get(VitalCode.HEART_RATE))
+            if masimo:
+                data = serial_encoders.masimo_line(
+                    sample.measured_at.replace(tzinfo=None), spo2=spo2, bpm=pulse, pi=sample.perfusion_index
+                )
+            else:
+                finger_out = QualityFlag.PROBE_OFF in sample.quality
+                data = serial_encoders.contec_packet(spo2=spo2, pulse=pulse, finger_out=finger_out)
+            os.write(master, data)
+
+
+class SimulatedPatch:
+    """A respiration patch simulated at the driver interface: it yields ``Reading``s itself."""
+
+    def __init__(self, device: DeviceConfig, patient: Patient, kind: DeviceKind, clock: SimClock) -> None:
+        self.device_id = device.id
+        self._patient, self._kind, self._clock = patient, kind, clock
+
+    async def readings(self) -> AsyncIterator[Reading | DeviceEvent]:
+        yield Connected(self.device_id, "respiration_patch", self._clock.now())
+        connected = True
+        async for sample in _samples_in_time(self._patient, self._kind, self._clock):
+            if not self._patient.device_connected(self._kind, sample.t_s):
+                if connected:
+                    connected = False
+                    yield Disconnected(self.device_id, "out of range", sample.measured_at)
+                continue
+            if not connected:
+                connected = True
+                yield Connected(self.device_id, "respiration_patch", sample.measured_at)
+            for vital, value in sample.values.items():
+                yield Reading(
+                    Vital(vital.value),
+                    value,
+                    VITALS[vital].ucum,
+                    sample.measured_at,
+                    TimeSource.DEVICE,
+                    self.device_id,
+                    frozenset(str(flag) for flag in sample.quality),
+                )
+
+
+def home_config(
+    gateway_id: str,
+    *,
+    broker_url: str,
+    scenario: str,
+    outbox_path: Path,
+    patient_id: str | None = None,
+    heartbeat_interval_s: float = 30,
+    tls: dict[str, str] | None = None,
+) -> GatewayConfig:
+    """A gateway configuration with one device per device of the scenario's kit (for demos and tests)."""
+    kit = get_scenario(scenario).devices
+    patient = patient_id or f"pt-{gateway_id}"
+    devices = []
+    for index, kind in enumerate(kit):
+        config_kind = CONFIG_KIND[kind]
+        entry: dict[str, object] = {"id": f"{config_kind}-{index}", "kind": config_kind, "patient": patient}
+        if config_kind.startswith("ble_"):
+            entry["address"] = f"02:00:00:00:{index // 256:02X}:{index % 256:02X}"
+        elif config_kind != "respiration_patch":
+            entry["path"] = f"/dev/sim-{index}"
+        devices.append(entry)
+    broker: dict[str, object] = {"url": broker_url, "allow_plaintext": broker_url.startswith("mqtt://")}
+    broker.update(tls or {})
+    return GatewayConfig.model_validate(
+        {
+            "gateway_id": gateway_id,
+            "broker": broker,
+            "patients": [{"id": patient, **_scenario_settings(scenario)}],
+            "devices": devices,
+            "outbox": {"path": str(outbox_path)},
+            "heartbeat_interval_s": heartbeat_interval_s,
+        }
+    )
+
+
+def _scenario_settings(scenario: str) -> dict[str, object]:
+    course = get_scenario(scenario).course
+    return {"spo2_scale": course.spo2_scale, "on_oxygen": course.on_oxygen}
+
+
+async def run_home(
+    config: GatewayConfig,
+    *,
+    scenario: str,
+    seed: int,
+    speed: float = 1.0,
+    start_h: float = 0,
+    clock: SimClock | None = None,
+    on_agent: Callable[[Agent], None] | None = None,
+) -> None:
+    """Run a real agent against simulated devices until cancelled, ``start_h`` hours into the scenario."""
+    clock = clock or SimClock.starting_now(speed=speed)
+    home = SimulatedHome(config, scenario=scenario, seed=seed, clock=clock, start_h=start_h)
+    agent = Agent(
+        config,
+        device_factory=home.device_factory,
+        clock=clock.now,
+        reassess_interval_s=max(0.5, 30 / clock.speed),
+        notifier=Notifier(address=""),
+    )
+    if on_agent is not None:
+        on_agent(agent)
+    log.info("simulated home %s: scenario %s, seed %d, speed %g", config.gateway_id, scenario, seed, speed)
+    await agent.run()
