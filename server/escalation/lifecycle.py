@@ -114,7 +114,8 @@ def open_alert(
     due_at: datetime | None = None,
 ) -> Alert:
     """Open a new alert (the caller checked that none is open for this subject and condition)."""
-    name = f"{subject}|{condition}|{device_id or ''}|{step.now.isoformat()}|{number}"
+    opened = due_at or step.now  # a timer's alarm is named by its due time, however late it fired
+    name = f"{subject}|{condition}|{device_id or ''}|{opened.isoformat()}|{number}"
     alert = Alert(
         alert_id=uuid.uuid5(ALERT_ID_NAMESPACE, name),
         category=category,
@@ -134,7 +135,8 @@ def open_alert(
         notified_total=total,
         count=count,
     )
-    _schedule_escalation(alert, step.now, step.policy)
+    # Raised by a timer: the escalation clock starts when the alarm was due, however late it fired.
+    _schedule_escalation(alert, due_at or step.now, step.policy)
     step.state.alerts[str(alert.alert_id)] = alert
     step.emit(alert, "raised", reason, due_at=due_at)
     return alert

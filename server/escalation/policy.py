@@ -99,7 +99,7 @@ def decide(state: EscalationState, item: PolicyInput, *, now: datetime, policy: 
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be an aware datetime (UTC)")
     now = now.astimezone(UTC)
-    work = state.model_copy(deep=True)
+    work = EscalationState.model_validate(state.model_dump())  # a deep copy, faster than deepcopy
     if work.clock is not None and now < work.clock:
         now = work.clock  # never let time run backwards for the state
     work.clock = now
@@ -129,26 +129,28 @@ def _earliest_timer(step: Step) -> Callable[[], None] | None:
         if due is not None and due <= now and (best is None or (due, key) < best):
             best, action = (due, key), fire
 
-    for alert_key, alert in state.alerts.items():
-        consider(alert.snoozed_until, f"a|{alert_key}|snooze", partial(fire_snooze_end, step, alert))
-        consider(alert.renotify_due_at, f"a|{alert_key}|renotify", partial(fire_renotify, step, alert))
-        consider(alert.escalation_due_at, f"a|{alert_key}|escalate", partial(fire_escalation, step, alert))
+    for alert in state.alerts.values():
+        # ties between equal due times are broken by what the alert is about, never by its id
+        alert_order = f"{alert.subject}|{alert.condition}|{alert.device_id or ''}"
+        consider(alert.snoozed_until, f"{alert_order}|snooze", partial(fire_snooze_end, step, alert))
+        consider(alert.renotify_due_at, f"{alert_order}|renotify", partial(fire_renotify, step, alert))
+        consider(alert.escalation_due_at, f"{alert_order}|escalate", partial(fire_escalation, step, alert))
     for gateway_id, gateway in state.gateways.items():
         consider(
             gateway.heartbeat_deadline,
-            f"g|{gateway_id}|heartbeat",
+            f"gateway:{gateway_id}|~heartbeat",
             partial(fire_heartbeat_deadline, step, gateway),
         )
-        consider(gateway.clock_unsync_confirm_at, f"g|{gateway_id}|clock", partial(fire_clock, step, gateway))
+        consider(gateway.clock_unsync_confirm_at, f"gateway:{gateway_id}|~clock", partial(fire_clock, step, gateway))
         for device_id, device in gateway.devices.items():
             consider(
                 device.disconnect_confirm_at,
-                f"g|{gateway_id}|d|{device_id}|disconnect",
+                f"gateway:{gateway_id}|~device|{device_id}|disconnect",
                 partial(fire_disconnect, step, gateway, device),
             )
             consider(
                 device.probe_confirm_at,
-                f"g|{gateway_id}|d|{device_id}|probe",
+                f"gateway:{gateway_id}|~device|{device_id}|probe",
                 partial(fire_probe, step, gateway, device),
             )
     return action

@@ -46,20 +46,21 @@ def at(minutes: float = 0, seconds: float = 0) -> datetime:
 
 
 def news2_components(total: int, *, single_three: bool = False) -> dict[str, int | None]:
-    """Components summing to ``total``; with ``single_three`` one parameter scores 3 (low-medium)."""
+    """Components summing to ``total`` (0..20): twos before threes, so a total below 7 has no 3 unless
+    ``single_three`` asks for exactly one (a low-medium score when the total is 3 or 4)."""
     scores = dict.fromkeys(NEWS2_PARAMETERS, 0)
     remaining = total
     names = list(NEWS2_PARAMETERS)
-    if single_three:
+    if single_three and total >= 3:
         scores[names[0]] = 3
         remaining -= 3
         names = names[1:]
-    for name in itertools.cycle(names):
-        if remaining <= 0:
-            break
-        if scores[name] < 2:
-            scores[name] += 1
-            remaining -= 1
+    for cap in (2, 3):
+        for name in names:
+            while remaining > 0 and scores[name] < cap:
+                scores[name] += 1
+                remaining -= 1
+    assert remaining == 0, f"no NEWS2 components sum to {total}"
     return dict(scores)
 
 
