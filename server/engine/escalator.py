@@ -1,0 +1,629 @@
+"""The escalation engine: runs the pure policy (``server.escalation.decide``) against the database.
+
+Inputs reach it three ways, and every one goes through :meth:`EscalationEngine.submit` or ``act``:
+
+- ingest calls :meth:`EscalationEngine.handle_outcome` after a message's transaction committed (the
+  ``on_outcome`` hook of ``server.ingest_mqtt.IngestConsumer``): stored assessments, gateway statuses,
+  device events and observation batches become policy inputs;
+- clinicians act through the API (:meth:`acknowledge`, :meth:`escalate`, :meth:`resolve`,
+  :meth:`snooze`), each by an account with a role; the policy decides whether that is allowed;
+- the timer loop (:meth:`run_timers`) claims subjects whose next timer is due.
+
+For each input, in ONE transaction: lock the subject's state row, ``decide``, write the new state (and
+its next due time), mirror the alerts into ``alerts``, append every change to ``alert_events`` (the
+audit log) and queue one delivery per sink. After the commit the delivery loop (:meth:`run_deliveries`)
+publishes each AlertEvent to ``wardwatch/v1/cc/alert`` (QoS 1) and POSTs it to every webhook, recording
+the outcome, and the patient's ``PatientState`` is published, retained. The database is the source of
+truth: a worker that dies after the commit leaves pending deliveries that another worker sends.
+
+Exactly-once firing: a timer is part of a subject's state; the worker that holds the subject's row lock
+fires it and stores the state in which it has fired, in the same transaction as the audit records. On
+PostgreSQL other workers skip locked rows (``FOR UPDATE SKIP LOCKED``) and re-check ``next_due_at`` of
+rows committed meanwhile; on SQLite one writer at a time (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
+from sqlalchemy import distinct, select, update
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from edge_agent.protocol import (
+    AlertEvent,
+    Assessment,
+    Command,
+    CommandBody,
+    Event,
+    GatewayChannel,
+    GatewayStatus,
+    ObservationBatch,
+    cc_patient_topic,
+    encode,
+    gateway_topic,
+    new_message_id,
+)
+from server.engine import store
+from server.engine.broker_link import Publisher
+from server.engine.patient_state import patient_state, patients_of_gateway
+from server.engine.settings import EngineSettings, WebhookSettings
+from server.engine.tables import AlertDelivery
+from server.engine.webhook import HttpxTransport, WebhookTransport, headers
+from server.escalation import (
+    Acknowledge,
+    AlertChange,
+    AlertNotOpenError,
+    AssessmentReceived,
+    ClinicianAction,
+    Escalate,
+    EscalationError,
+    EscalationPolicy,
+    EventReceived,
+    ObservationsReceived,
+    PolicyInput,
+    Resolve,
+    Role,
+    Snooze,
+    StatusReceived,
+    Tick,
+    decide,
+    subject_of,
+)
+from server.ingest import IngestOutcome, OutcomeKind
+from server.storage import repository
+from server.storage.models import Alert
+from server.storage.models import Assessment as AssessmentRow
+from server.storage.models import Gateway as GatewayRow
+
+logger = logging.getLogger(__name__)
+
+STORAGE_ATTEMPTS = 4
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _retryable(error: BaseException) -> bool:
+    """Lock timeouts, deadlocks, serialization failures and lost connections; not bad data."""
+    return isinstance(error, DBAPIError) and not isinstance(error, IntegrityError | DataError)
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    """Monotonic counters since start-up, for /metrics."""
+
+    inputs: int = 0
+    actions: int = 0
+    actions_refused: int = 0
+    timer_subjects_fired: int = 0
+    alert_events: int = 0
+    deliveries_sent: int = 0
+    delivery_retries: int = 0
+    deliveries_failed: int = 0
+    patient_states_published: int = 0
+    storage_retries: int = 0
+    max_timer_lateness_s: float = 0.0
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in self.__slots__}
+
+
+@dataclass(slots=True)
+class _Pending:
+    patients: set[str] = field(default_factory=set)
+    gateways: set[str] = field(default_factory=set)
+
+
+class EscalationEngine:
+    """One worker's escalation engine. Several processes may run one each against one PostgreSQL."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        policy: EscalationPolicy | None = None,
+        publisher: Publisher | None = None,
+        settings: EngineSettings | None = None,
+        webhooks: Sequence[WebhookSettings] = (),
+        webhook_transport: WebhookTransport | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        worker_id: str = "worker",
+    ) -> None:
+        self.sessions = sessions
+        self.policy = policy or EscalationPolicy()
+        self.publisher = publisher
+        self.settings = settings or EngineSettings()
+        self.webhooks = {hook.name: hook for hook in webhooks}
+        if len(self.webhooks) != len(webhooks):
+            raise ValueError("webhook names must be unique")
+        self._webhook_transport = webhook_transport
+        self._owned_transport: HttpxTransport | None = None
+        self._clock = clock
+        self.worker_id = worker_id
+        self.counters = EngineCounters()
+        self._timer_wake = asyncio.Event()
+        self._delivery_wake = asyncio.Event()
+        self._state_wake = asyncio.Event()
+        self._pending = _Pending()
+        self.changes_seen = asyncio.Condition()
+        """Notified after every committed decision that changed an alert (tests wait on it)."""
+
+    # -- inputs ---------------------------------------------------------------------------------------
+
+    async def handle_outcome(self, outcome: IngestOutcome) -> None:
+        """Ingest's hook, awaited after the message's transaction committed."""
+        if outcome.kind is not OutcomeKind.STORED or outcome.message is None:
+            return
+        message = outcome.message
+        item: PolicyInput
+        if isinstance(message, Assessment):
+            item = AssessmentReceived(assessment=message)
+            self._pending.patients.add(message.patient_id)
+        elif isinstance(message, GatewayStatus):
+            item = StatusReceived(status=message)
+            if outcome.connectivity is not None:
+                self._pending.gateways.add(message.gateway_id)
+        elif isinstance(message, Event):
+            item = EventReceived(event=message)
+        elif isinstance(message, ObservationBatch):
+            item = ObservationsReceived(batch=message)
+        else:
+            return  # command acknowledgements do not concern the policy
+        await self.submit(item)
+        self._state_wake.set()
+
+    async def submit(self, item: PolicyInput) -> list[AlertChange]:
+        """Apply one gateway input (or a tick for its subject) and return the alert changes it made."""
+        subject = subject_of(item)
+        if subject is None:
+            raise ValueError(f"{type(item).__name__} names no subject; use act() or fire_due()")
+        self.counters.inputs += 1
+        return await self._decide(subject, item)
+
+    async def act(self, action: ClinicianAction) -> list[AlertChange]:
+        """A clinician's action on an alert. Raises AlertNotOpenError (unknown or resolved alert) or
+        ActionRefusedError (role, state, priority or missing note); nothing changes then."""
+        self.counters.actions += 1
+        async with self.sessions() as session:
+            row = await session.get(Alert, action.alert_id)
+        if row is None or row.state == "resolved":
+            self.counters.actions_refused += 1
+            raise AlertNotOpenError(action.alert_id)
+        try:
+            return await self._decide(store.policy_subject(row), action)
+        except EscalationError:
+            self.counters.actions_refused += 1
+            raise
+
+    async def acknowledge(
+        self, alert_id: uuid.UUID, *, actor: str, role: Role, note: str | None = None
+    ) -> list[AlertChange]:
+        return await self.act(Acknowledge(alert_id=alert_id, actor=actor, role=role, note=note))
+
+    async def escalate(
+        self, alert_id: uuid.UUID, *, actor: str, role: Role, note: str | None = None
+    ) -> list[AlertChange]:
+        return await self.act(Escalate(alert_id=alert_id, actor=actor, role=role, note=note))
+
+    async def resolve(self, alert_id: uuid.UUID, *, actor: str, role: Role, note: str) -> list[AlertChange]:
+        return await self.act(Resolve(alert_id=alert_id, actor=actor, role=role, note=note))
+
+    async def snooze(
+        self, alert_id: uuid.UUID, *, actor: str, role: Role, duration_s: float, note: str | None = None
+    ) -> list[AlertChange]:
+        return await self.act(
+            Snooze(alert_id=alert_id, actor=actor, role=role, duration_s=duration_s, note=note)
+        )
+
+    async def send_command(
+        self, *, gateway_id: str, patient_id: str, body: CommandBody, issued_by: str
+    ) -> Command:
+        """Store a command (pending), publish it to the gateway's command topic (QoS 1), mark it sent.
+
+        The gateway's acknowledgement arrives through ingest (``cmd-ack``) and updates the stored
+        command. Raises the publisher's error when the broker is unreachable (the command stays pending)."""
+        command = Command(
+            message_id=new_message_id(),
+            gateway_id=gateway_id,
+            patient_id=patient_id,
+            issued_at=self._clock(),
+            issued_by=issued_by,
+            body=body,
+        )
+        async with self.sessions() as session, session.begin():
+            await repository.record_command(session, command)
+        if self.publisher is None:
+            raise RuntimeError("no broker connection configured: the command stays pending")
+        topic = gateway_topic(gateway_id, GatewayChannel.CMD, body.command)
+        await self.publisher.publish(topic, encode(command), qos=1)
+        async with self.sessions() as session, session.begin():
+            await repository.mark_command_sent(session, command.message_id, sent_at=self._clock())
+        return command
+
+    # -- the one transaction --------------------------------------------------------------------------
+
+    async def _decide(self, subject: str, item: PolicyInput) -> list[AlertChange]:
+        for attempt in range(1, STORAGE_ATTEMPTS + 1):
+            now = self._clock()
+            try:
+                async with self.sessions() as session, session.begin():
+                    locked = await store.lock_subject(session, subject, now=now)
+                    decision = decide(locked.state, item, now=now, policy=self.policy)
+                    saved = await store.save_decision(
+                        session,
+                        locked,
+                        decision,
+                        now=now,
+                        webhooks=list(self.webhooks),
+                        worker_id=self.worker_id,
+                    )
+            except Exception as exc:
+                if not _retryable(exc) or attempt == STORAGE_ATTEMPTS:
+                    raise
+                self.counters.storage_retries += 1
+                logger.warning(
+                    "escalation of %s hit database trouble (attempt %d): %s", subject, attempt, exc
+                )
+                await asyncio.sleep(0.05 * 2**attempt * (0.5 + random.random()))
+                continue
+            await self._committed([entry.change for entry in saved], decision.next_due_at)
+            return decision.changes
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _committed(self, changes: Sequence[AlertChange], next_due_at: datetime | None) -> None:
+        if next_due_at is not None:
+            self._timer_wake.set()
+        if not changes:
+            return
+        self.counters.alert_events += len(changes)
+        for change in changes:
+            if change.due_at is not None:
+                late = (change.at - change.due_at).total_seconds()
+                self.counters.max_timer_lateness_s = max(self.counters.max_timer_lateness_s, late)
+            logger.info(
+                "alert %s %s: %s %s priority %s tier %d%s: %s",
+                change.alert_id,
+                change.action,
+                change.category,
+                change.condition,
+                change.priority,
+                change.tier,
+                f" by {change.actor}" if change.actor else "",
+                change.reason,
+            )
+            if change.patient_id is not None:
+                self._pending.patients.add(change.patient_id)
+        self._delivery_wake.set()
+        self._state_wake.set()
+        async with self.changes_seen:
+            self.changes_seen.notify_all()
+
+    # -- timers ---------------------------------------------------------------------------------------
+
+    async def fire_due(self) -> int:
+        """Claim the subjects whose timers are due now and fire them; return how many were claimed."""
+        now = self._clock()
+        changes: list[AlertChange] = []
+        next_due: list[datetime] = []
+        claimed = 0
+        for attempt in range(1, STORAGE_ATTEMPTS + 1):
+            changes, next_due = [], []
+            try:
+                async with self.sessions() as session, session.begin():
+                    subjects = await store.claim_due(session, now, self.settings.timer_batch)
+                    claimed = len(subjects)
+                    for locked in subjects:
+                        decision = decide(locked.state, Tick(), now=now, policy=self.policy)
+                        saved = await store.save_decision(
+                            session,
+                            locked,
+                            decision,
+                            now=now,
+                            webhooks=list(self.webhooks),
+                            worker_id=self.worker_id,
+                        )
+                        changes.extend(entry.change for entry in saved)
+                        if decision.next_due_at is not None:
+                            next_due.append(decision.next_due_at)
+                break
+            except Exception as exc:
+                if not _retryable(exc) or attempt == STORAGE_ATTEMPTS:
+                    raise
+                self.counters.storage_retries += 1
+                logger.warning("firing timers hit database trouble (attempt %d): %s", attempt, exc)
+                await asyncio.sleep(0.05 * 2**attempt * (0.5 + random.random()))
+        self.counters.timer_subjects_fired += claimed
+        await self._committed(changes, min(next_due) if next_due else None)
+        return claimed
+
+    async def run_timers(self) -> None:
+        """Fire due timers until cancelled; sleep until the earliest due time (at most timer_poll_s, so a
+        timer set by another worker is seen in time)."""
+        poll = self.settings.timer_poll_s
+        while True:
+            self._timer_wake.clear()
+            try:
+                claimed = await self.fire_due()
+                if claimed >= self.settings.timer_batch:
+                    continue
+                async with self.sessions() as session:
+                    earliest = await store.earliest_due(session)
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                logger.error("timer loop: database unavailable, retrying in %g s: %s", poll, exc)
+                earliest = None
+            delay = poll
+            if earliest is not None:
+                delay = min(poll, max(0.0, (earliest - self._clock()).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._timer_wake.wait()
+
+    # -- deliveries -----------------------------------------------------------------------------------
+
+    async def deliver_pending(self) -> int:
+        """Send the deliveries that are due (leased, so no other worker sends them meanwhile); return how
+        many were attempted."""
+        now = self._clock()
+        lease = timedelta(seconds=self.settings.delivery_lease_s)
+        async with self.sessions() as session, session.begin():
+            rows = (
+                await session.scalars(
+                    select(AlertDelivery)
+                    .where(AlertDelivery.status == "pending", AlertDelivery.next_attempt_at <= now)
+                    .order_by(AlertDelivery.id)
+                    .limit(self.settings.delivery_batch)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for row in rows:
+                row.attempts += 1
+                row.next_attempt_at = now + lease
+            claimed = [
+                (row.id, row.sink, row.target, row.payload, row.attempts, row.message_id) for row in rows
+            ]
+        for row_id, sink, target, payload, attempts, message_id in claimed:
+            error = await self._send(sink, target, payload, message_id)
+            await self._record_delivery(row_id, sink, target, attempts, error)
+        return len(claimed)
+
+    async def _send(
+        self, sink: str, target: str, payload: dict[str, object], message_id: uuid.UUID
+    ) -> str | None:
+        """None when delivered, else why not."""
+        body = encode(AlertEvent.model_validate(payload))
+        try:
+            if sink == store.MQTT_SINK:
+                if self.publisher is None:
+                    return "no broker connection configured"
+                await self.publisher.publish(target, body, qos=1)
+                return None
+            hook = self.webhooks.get(target)
+            if hook is None:
+                return f"webhook {target!r} is no longer configured"
+            transport = self._webhook_transport
+            if transport is None:
+                transport = self._owned_transport = self._owned_transport or HttpxTransport()
+            stamp = int(self._clock().timestamp())
+            signed = headers(hook.secret.get_secret_value(), stamp, body, str(message_id))
+            await transport.post(hook.url, body, signed, timeout_s=hook.timeout_s)
+            return None
+        except Exception as exc:  # every failure of a sink is recorded and retried, never fatal
+            return f"{type(exc).__name__}: {exc}"[:2000]
+
+    async def _record_delivery(
+        self, row_id: int, sink: str, target: str, attempts: int, error: str | None
+    ) -> None:
+        now = self._clock()
+        values: dict[str, object]
+        if error is None:
+            values = {"status": "delivered", "delivered_at": now, "next_attempt_at": None}
+            self.counters.deliveries_sent += 1
+        else:
+            hook = self.webhooks.get(target) if sink == store.WEBHOOK_SINK else None
+            limit = hook.max_attempts if hook is not None else self.settings.mqtt_max_attempts
+            if sink == store.WEBHOOK_SINK and hook is None:
+                limit = attempts
+            if attempts >= limit:
+                values = {"status": "failed", "next_attempt_at": None, "last_error": error}
+                self.counters.deliveries_failed += 1
+                logger.error(
+                    "delivery %d to %s %s failed for good after %d attempts: %s",
+                    row_id,
+                    sink,
+                    target,
+                    attempts,
+                    error,
+                )
+            else:
+                initial, maximum = (
+                    (hook.backoff_initial_s, hook.backoff_max_s) if hook is not None else (0.5, 30.0)
+                )
+                ceiling = min(maximum, initial * 2 ** min(attempts - 1, 32))
+                delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+                values = {"next_attempt_at": now + timedelta(seconds=delay), "last_error": error}
+                self.counters.delivery_retries += 1
+                logger.warning(
+                    "delivery %d to %s %s failed (attempt %d), retry in %.1f s: %s",
+                    row_id,
+                    sink,
+                    target,
+                    attempts,
+                    delay,
+                    error,
+                )
+        async with self.sessions() as session, session.begin():
+            await session.execute(update(AlertDelivery).where(AlertDelivery.id == row_id).values(**values))
+
+    async def run_deliveries(self) -> None:
+        poll = self.settings.delivery_poll_s
+        while True:
+            self._delivery_wake.clear()
+            try:
+                attempted = await self.deliver_pending()
+                if attempted >= self.settings.delivery_batch:
+                    continue
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                logger.error("delivery loop: database unavailable, retrying in %g s: %s", poll, exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll):
+                    await self._delivery_wake.wait()
+
+    # -- patient state --------------------------------------------------------------------------------
+
+    async def publish_patient_states(self) -> int:
+        """Publish the PatientState of every patient touched since the last call (retained, QoS 1)."""
+        pending, self._pending = self._pending, _Pending()
+        patients = set(pending.patients)
+        if not self.settings.publish_patient_state or self.publisher is None:
+            return 0
+        async with self.sessions() as session:
+            for gateway_id in sorted(pending.gateways):
+                patients.update(await patients_of_gateway(session, gateway_id))
+            states = [
+                await patient_state(session, patient_id, now=self._clock()) for patient_id in sorted(patients)
+            ]
+        published = 0
+        for state in states:
+            if state is None:
+                continue
+            try:
+                await self.publisher.publish(
+                    cc_patient_topic(state.patient_id), encode(state), qos=1, retain=True
+                )
+            except Exception as exc:
+                logger.warning("publishing the state of %s failed: %s", state.patient_id, exc)
+                self._pending.patients.add(state.patient_id)
+                continue
+            published += 1
+        self.counters.patient_states_published += published
+        return published
+
+    async def run_patient_states(self) -> None:
+        while True:
+            await self._state_wake.wait()
+            self._state_wake.clear()
+            try:
+                await self.publish_patient_states()
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                logger.error("patient state: database unavailable: %s", exc)
+            await asyncio.sleep(0.2)  # coalesce bursts: one state per patient per 200 ms at most
+
+    # -- start-up -------------------------------------------------------------------------------------
+
+    async def catch_up(self) -> int:
+        """Offer the policy the newest stored status of each gateway and the newest assessment of each
+        patient received within ``catch_up_hours`` (it ignores what it already applied). Returns how many
+        inputs were offered."""
+        if self.settings.catch_up_hours <= 0:
+            return 0
+        since = self._clock() - timedelta(hours=self.settings.catch_up_hours)
+        inputs: list[PolicyInput] = []
+        async with self.sessions() as session:
+            gateways = (
+                await session.scalars(select(GatewayRow).where(GatewayRow.status_received_at >= since))
+            ).all()
+            inputs.extend(item for item in (_status_input(row) for row in gateways) if item is not None)
+            patient_ids = (
+                await session.scalars(
+                    select(distinct(AssessmentRow.patient_id)).where(AssessmentRow.received_at >= since)
+                )
+            ).all()
+            for patient_id in sorted(patient_ids):
+                row = await repository.latest_assessment(session, patient_id)
+                item = _assessment_input(row) if row is not None else None
+                if item is not None:
+                    inputs.append(item)
+        for offered in inputs:
+            await self.submit(offered)
+        if inputs:
+            logger.info("escalation caught up with %d stored inputs", len(inputs))
+        return len(inputs)
+
+    async def run(self) -> None:
+        """Catch up, then run the timer, delivery and patient-state loops until cancelled."""
+        await self.catch_up()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.run_timers(), name=f"escalation timers {self.worker_id}")
+                group.create_task(self.run_deliveries(), name=f"alert deliveries {self.worker_id}")
+                group.create_task(self.run_patient_states(), name=f"patient states {self.worker_id}")
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owned_transport is not None:
+            await self._owned_transport.aclose()
+            self._owned_transport = None
+
+    async def wait_for_changes(self, predicate: Callable[[], bool]) -> None:
+        """Return once ``predicate()`` holds, re-checking after every committed alert change."""
+        async with self.changes_seen:
+            await self.changes_seen.wait_for(predicate)
+
+
+def _status_input(row: GatewayRow) -> StatusReceived | None:
+    if row.status_state is None or row.session is None or row.status_sent_at is None:
+        return None
+    try:
+        status = GatewayStatus.model_validate(
+            {
+                "gateway_id": row.gateway_id,
+                "state": row.status_state,
+                "session": row.session,
+                "sent_at": row.status_sent_at,
+                "software_version": row.software_version or "",
+                "heartbeat_interval_s": row.heartbeat_interval_s or 30.0,
+                "backlog": row.backlog or 0,
+                "oldest_unsent_age_s": row.oldest_unsent_age_s,
+                "devices": row.devices or [],
+                "clock_synchronized": row.clock_synchronized,
+            }
+        )
+    except ValidationError as exc:
+        logger.warning("stored status of %s cannot be replayed: %s", row.gateway_id, exc)
+        return None
+    return StatusReceived(status=status)
+
+
+def _assessment_input(row: AssessmentRow) -> AssessmentReceived | None:
+    try:
+        assessment = Assessment.model_validate(
+            {
+                "message_id": row.message_id,
+                "gateway_id": row.gateway_id,
+                "seq": row.seq,
+                "sent_at": row.received_at,
+                "patient_id": row.patient_id,
+                "assessed_at": row.assessed_at,
+                "total": row.total,
+                "components": row.components,
+                "risk": row.risk,
+                "complete": row.complete,
+                "input_ages_s": row.input_ages_s,
+                "spo2_scale": row.spo2_scale,
+                "on_oxygen": row.on_oxygen,
+                "consciousness": row.consciousness,
+                "trend_rising": row.trend_rising,
+                "historical": row.historical,
+            }
+        )
+    except ValidationError as exc:
+        logger.warning("stored assessment %s cannot be replayed: %s", row.message_id, exc)
+        return None
+    return AssessmentReceived(assessment=assessment)

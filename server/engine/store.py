@@ -1,0 +1,232 @@
+"""The engine's database work: lock and save a subject's policy state, mirror the policy's alerts into
+``alerts``, append ``alert_events`` (the audit log) and queue their deliveries, all in the caller's
+transaction.
+
+Locking: a subject touched by an input is locked with ``SELECT … FOR UPDATE`` (it waits for a worker
+that holds it, then sees that worker's committed state); due subjects are claimed with
+``FOR UPDATE SKIP LOCKED`` (a worker never waits for, and never fires, a timer another worker is
+firing). On SQLite both render as a plain SELECT inside the ``BEGIN IMMEDIATE`` transaction that the
+storage layer starts, which serialises writers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from edge_agent.protocol import CC_ALERT_TOPIC, AlertEvent, new_message_id
+from server.engine.tables import AlertDelivery, EscalationSubject
+from server.escalation import AlertChange, Decision, EscalationState, to_alert_event
+from server.escalation.state import Alert as PolicyAlert
+from server.storage.models import Alert, AlertEventRecord
+
+MQTT_SINK: Final = "mqtt"
+WEBHOOK_SINK: Final = "webhook"
+
+_ACK_STATE_TO_ROW: Final = {"unacknowledged": "open", "acknowledged": "acknowledged", "snoozed": "snoozed"}
+
+
+@dataclass(frozen=True, slots=True)
+class LockedSubject:
+    subject: str
+    state: EscalationState
+    version: int
+
+
+def _load(row: EscalationSubject) -> LockedSubject:
+    return LockedSubject(row.subject, EscalationState.model_validate(row.state), row.version)
+
+
+async def lock_subject(session: AsyncSession, subject: str, *, now: datetime) -> LockedSubject:
+    """The subject's state, locked for this transaction (created empty when it has none yet: two workers
+    creating the same subject at once meet on the primary key, and the second waits for the first)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    insert = postgresql.insert(EscalationSubject) if postgres else sqlite.insert(EscalationSubject)
+    empty = EscalationState().model_dump(mode="json")
+    await session.execute(
+        insert.values(
+            subject=subject, state=empty, next_due_at=None, updated_at=now, version=0
+        ).on_conflict_do_nothing(index_elements=["subject"])
+    )
+    statement = select(EscalationSubject).where(EscalationSubject.subject == subject).with_for_update()
+    row = (await session.scalars(statement)).one()
+    return _load(row)
+
+
+async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[LockedSubject]:
+    """Subjects whose next timer is due at ``now``, locked; those locked by another worker are skipped."""
+    statement = (
+        select(EscalationSubject)
+        .where(EscalationSubject.next_due_at <= now)
+        .order_by(EscalationSubject.next_due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [_load(row) for row in (await session.scalars(statement)).all()]
+
+
+async def earliest_due(session: AsyncSession) -> datetime | None:
+    result: datetime | None = await session.scalar(select(func.min(EscalationSubject.next_due_at)))
+    return result
+
+
+def row_subject(alert: PolicyAlert | AlertChange) -> str:
+    """The ``alerts.subject`` of a policy alert: the patient id for clinical alerts, ``gateway:<id>`` or
+    ``device:<gateway>/<device>`` for technical ones (one unresolved row per subject and condition)."""
+    if alert.category == "clinical":
+        assert alert.patient_id is not None
+        return alert.patient_id
+    if alert.device_id is not None:
+        return f"device:{alert.gateway_id}/{alert.device_id}"
+    return f"gateway:{alert.gateway_id}"
+
+
+def policy_subject(row: Alert) -> str:
+    """The policy subject holding an alert row's state."""
+    if row.detail and isinstance(row.detail.get("policy_subject"), str):
+        return str(row.detail["policy_subject"])
+    if row.category == "clinical":
+        return f"patient:{row.patient_id}"
+    return f"gateway:{row.gateway_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class SavedEvent:
+    change: AlertChange
+    event: AlertEvent
+
+
+async def save_decision(
+    session: AsyncSession,
+    locked: LockedSubject,
+    decision: Decision,
+    *,
+    now: datetime,
+    webhooks: Sequence[str],
+    worker_id: str,
+) -> list[SavedEvent]:
+    """Write the new state, the alert rows, the audit records and their deliveries; return the events."""
+    await _save_state(session, locked, decision, now=now)
+    saved: list[SavedEvent] = []
+    done: set[uuid.UUID] = set()
+    for change in decision.changes:
+        if change.alert_id not in done:
+            # Alerts in the order they first change (a resolve before the raise that replaces it), each
+            # written and flushed before the next, so the one-unresolved-per-subject index always holds.
+            await _save_alert(session, locked.subject, decision, change.alert_id, now=now)
+            done.add(change.alert_id)
+    for change in decision.changes:
+        event = to_alert_event(change, message_id=new_message_id())
+        session.add(
+            AlertEventRecord(
+                message_id=event.message_id,
+                alert_id=change.alert_id,
+                action=change.action,
+                actor=change.actor,
+                reason=event.reason,
+                priority=change.priority,
+                tier=change.tier,
+                risk=change.risk.value if change.risk is not None else None,
+                total=change.total,
+                at=change.at,
+                detail=_event_detail(change, worker_id),
+            )
+        )
+        payload = event.model_dump(mode="json")
+        sinks = [(MQTT_SINK, CC_ALERT_TOPIC)] + [(WEBHOOK_SINK, name) for name in webhooks]
+        for sink, target in sinks:
+            session.add(
+                AlertDelivery(
+                    message_id=event.message_id,
+                    sink=sink,
+                    target=target,
+                    payload=payload,
+                    status="pending",
+                    attempts=0,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+            )
+        saved.append(SavedEvent(change, event))
+    await session.flush()
+    return saved
+
+
+async def _save_state(
+    session: AsyncSession, locked: LockedSubject, decision: Decision, *, now: datetime
+) -> None:
+    row = await session.get(EscalationSubject, locked.subject)
+    assert row is not None, "the subject was locked in this transaction"
+    row.state = decision.state.model_dump(mode="json")
+    row.next_due_at = decision.next_due_at
+    row.updated_at = now
+    row.version = locked.version + 1
+    await session.flush()
+
+
+async def _save_alert(
+    session: AsyncSession, subject: str, decision: Decision, alert_id: uuid.UUID, *, now: datetime
+) -> None:
+    changes = [change for change in decision.changes if change.alert_id == alert_id]
+    last = changes[-1]
+    current = decision.state.alerts.get(str(alert_id))
+    row = await session.get(Alert, alert_id)
+    if row is None:
+        first = changes[0]
+        row = Alert(
+            id=alert_id,
+            category=first.category,
+            condition=first.condition,
+            subject=row_subject(first),
+            patient_id=first.patient_id,
+            gateway_id=first.gateway_id,
+            device_id=first.device_id,
+            raised_at=current.opened_at if current is not None else first.at,
+        )
+        session.add(row)
+    row.priority = last.priority
+    row.tier = last.tier
+    row.risk = last.risk.value if last.risk is not None else None
+    row.total = last.total
+    row.reason = last.reason
+    row.updated_at = now
+    detail: dict[str, Any] = {"policy_subject": subject}
+    if current is None:
+        row.state = "resolved"
+        row.resolved_at = last.at
+        row.resolved_by = last.actor
+        row.next_escalation_at = None
+        row.snoozed_until = None
+    else:
+        row.state = _ACK_STATE_TO_ROW[current.ack_state]
+        row.acknowledged_at = current.acknowledged_at
+        row.acknowledged_by = current.acknowledged_by
+        row.snoozed_until = current.snoozed_until
+        row.next_escalation_at = current.due_at()
+        detail.update(
+            ever_high=current.ever_high,
+            resolution_suggested=current.resolution_suggested,
+            ceiling=current.ceiling,
+            count=current.count,
+        )
+    row.detail = detail
+    await session.flush()
+
+
+def _event_detail(change: AlertChange, worker_id: str) -> dict[str, Any]:
+    detail: dict[str, Any] = {"category": change.category, "condition": change.condition, "worker": worker_id}
+    if change.device_id is not None:
+        detail["device_id"] = change.device_id
+    if change.due_at is not None:
+        detail["due_at"] = change.due_at.isoformat()
+        detail["late_s"] = round((change.at - change.due_at).total_seconds(), 3)
+    if change.snoozed_until is not None:
+        detail["snoozed_until"] = change.snoozed_until.isoformat()
+    return detail

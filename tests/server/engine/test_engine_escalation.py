@@ -1,0 +1,229 @@
+"""The escalation engine against real SQLite and real PostgreSQL: the policy's decisions become alert
+rows, audit records and deliveries; timers fire exactly once, also with two workers racing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from engine_support import FakeClock, RecordingPublisher, gateway_status, ingest, news2_assessment
+from server_support import T0, rows, scalar
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from edge_agent import protocol
+from server.engine import EngineSettings, EscalationEngine
+from server.escalation import ActionRefusedError, AlertNotOpenError, EscalationPolicy, Role
+from server.ingest import Ingestor
+from server.storage import create_engine, session_factory
+from server.storage.models import Alert
+
+HIGH_ACK_TIMEOUT_S = 5 * 60
+
+
+def make_engine(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: FakeClock,
+    publisher: RecordingPublisher,
+    **options: object,
+) -> EscalationEngine:
+    return EscalationEngine(
+        sessions,
+        policy=EscalationPolicy(),
+        publisher=publisher,
+        clock=clock,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def scalar_list(engine: EscalationEngine, patient_id: str) -> list[uuid.UUID]:
+    async with engine.sessions() as session:
+        result = await session.scalars(select(Alert.id).where(Alert.patient_id == patient_id))
+        return list(result.all())
+
+
+async def _raise_high_alert(
+    engine: EscalationEngine, ingestor: Ingestor, clock: FakeClock, gateway_id: str, patient_id: str
+) -> uuid.UUID:
+    birth = gateway_status(gateway_id, "birth", sent_at=clock.now)
+    await engine.handle_outcome(await ingest(ingestor, birth, clock.now))
+    high = news2_assessment(gateway_id, 0, patient_id=patient_id, assessed_at=clock.now)
+    await engine.handle_outcome(await ingest(ingestor, high, clock.now))
+    (alert_id,) = await scalar_list(engine, patient_id)
+    return alert_id
+
+
+async def test_high_news2_raises_publishes_and_escalates_once(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    clock, publisher = FakeClock(), RecordingPublisher()
+    engine = make_engine(sessions, clock, publisher)
+    alert_id = await _raise_high_alert(engine, ingestor, clock, gateway_id, "pt-high")
+
+    alert = (await rows(sessions, "SELECT state, priority, tier, category, condition FROM alerts"))[0]
+    assert tuple(alert) == ("open", "high", 2, "clinical", "news2")
+    assert await engine.deliver_pending() == 1
+    (raised,) = publisher.alert_events()
+    assert (raised.alert_id, raised.action, raised.priority, raised.tier) == (alert_id, "raised", "high", 2)
+    assert raised.patient_id == "pt-high" and raised.risk is protocol.Risk.HIGH and raised.total == 8
+    assert await scalar(sessions, "SELECT status FROM alert_deliveries") == "delivered"
+
+    clock.advance(HIGH_ACK_TIMEOUT_S - 1)
+    await engine.fire_due()
+    assert await scalar(sessions, "SELECT count(*) FROM alert_events") == 1  # not due yet
+
+    clock.advance(2)
+    assert await engine.fire_due() == 1
+    assert await engine.fire_due() == 0  # fired once; nothing is due any more at this time
+    clock.advance(0.5)
+    await engine.fire_due()
+    events = await rows(sessions, "SELECT action, tier, actor FROM alert_events ORDER BY id")
+    assert [tuple(event) for event in events] == [("raised", 2, None), ("escalated", 3, None)]
+    assert await scalar(sessions, "SELECT tier FROM alerts") == 3
+
+    await engine.deliver_pending()
+    escalated = publisher.alert_events()[-1]
+    assert (escalated.action, escalated.tier) == ("escalated", 3)
+    assert engine.counters.max_timer_lateness_s == pytest.approx(1.0)
+
+    assert await engine.publish_patient_states() == 1
+    topic, payload, retained = publisher.published[-1]
+    state = protocol.decode(protocol.PatientState, payload)
+    assert topic == protocol.cc_patient_topic("pt-high") and retained
+    assert (state.risk, state.total, state.open_alerts, state.gateway_online) == (
+        protocol.Risk.HIGH,
+        8,
+        1,
+        True,
+    )
+
+
+async def test_acknowledge_stops_escalation_and_resolve_needs_a_note(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    clock, publisher = FakeClock(), RecordingPublisher()
+    engine = make_engine(sessions, clock, publisher)
+    alert_id = await _raise_high_alert(engine, ingestor, clock, gateway_id, "pt-ack")
+
+    clock.advance(60)
+    (ack,) = await engine.acknowledge(alert_id, actor="nurse-7", role=Role.NURSE, note="calling the patient")
+    assert (ack.action, ack.actor) == ("acknowledged", "nurse-7")
+    with pytest.raises(ActionRefusedError) as refused:
+        await engine.resolve(alert_id, actor="nurse-7", role=Role.NURSE, note="")
+    assert refused.value.reason == "note_required"
+    with pytest.raises(ActionRefusedError):
+        await engine.acknowledge(alert_id, actor="bot", role=Role.INTEGRATION)
+    with pytest.raises(AlertNotOpenError):
+        await engine.acknowledge(uuid.uuid4(), actor="nurse-7", role=Role.NURSE)
+
+    clock.advance(HIGH_ACK_TIMEOUT_S)
+    await engine.fire_due()  # acknowledged: no escalation
+    (resolved,) = await engine.resolve(
+        alert_id, actor="dr-2", role=Role.PHYSICIAN, note="seen at home, stable"
+    )
+    assert resolved.action == "resolved"
+    with pytest.raises(AlertNotOpenError):
+        await engine.escalate(alert_id, actor="dr-2", role=Role.PHYSICIAN)
+
+    events = await rows(sessions, "SELECT action, actor, reason FROM alert_events ORDER BY id")
+    assert [(e.action, e.actor) for e in events] == [
+        ("raised", None),
+        ("acknowledged", "nurse-7"),
+        ("resolved", "dr-2"),
+    ]
+    assert events[2].reason == "seen at home, stable"
+    row = (await rows(sessions, "SELECT state, acknowledged_by, resolved_by FROM alerts"))[0]
+    assert tuple(row) == ("resolved", "nurse-7", "dr-2")
+    assert engine.counters.actions_refused == 4
+
+
+async def test_gateway_death_raises_the_offline_alarm(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    clock, publisher = FakeClock(), RecordingPublisher()
+    engine = make_engine(sessions, clock, publisher)
+    birth = gateway_status(gateway_id, "birth", session=4, sent_at=clock.now)
+    await engine.handle_outcome(await ingest(ingestor, birth, clock.now))
+    clock.advance(10)
+    death = gateway_status(gateway_id, "death", session=4, sent_at=T0)  # the will, composed at connect
+    await engine.handle_outcome(await ingest(ingestor, death, clock.now))
+    alarm = (await rows(sessions, "SELECT category, condition, subject, state, gateway_id FROM alerts"))[0]
+    assert tuple(alarm) == ("technical", "gateway_offline", f"gateway:{gateway_id}", "open", gateway_id)
+
+    clock.advance(5)
+    back = gateway_status(gateway_id, "birth", session=5, sent_at=clock.now)
+    await engine.handle_outcome(await ingest(ingestor, back, clock.now))
+    assert await scalar(sessions, "SELECT state FROM alerts") == "resolved"
+    actions = [row.action for row in await rows(sessions, "SELECT action FROM alert_events ORDER BY id")]
+    assert actions == ["raised", "resolved"]
+
+
+async def test_missed_heartbeats_raise_the_offline_alarm_at_one_and_a_half_intervals(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    clock, publisher = FakeClock(), RecordingPublisher()
+    engine = make_engine(sessions, clock, publisher)
+    birth = gateway_status(gateway_id, "birth", sent_at=clock.now, heartbeat_interval_s=20)
+    await engine.handle_outcome(await ingest(ingestor, birth, clock.now))
+
+    clock.advance(29.9)
+    assert await engine.fire_due() == 0
+    assert await scalar(sessions, "SELECT count(*) FROM alerts") == 0
+    clock.advance(0.2)
+    assert await engine.fire_due() == 1
+    (condition, state) = (await rows(sessions, "SELECT condition, state FROM alerts"))[0]
+    assert (condition, state) == ("gateway_offline", "open")
+    detail = await scalar(sessions, "SELECT detail FROM alert_events")
+    assert "due_at" in str(detail)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_two_workers_racing_fire_each_escalation_exactly_once(
+    database_url: str, gateway_id: str
+) -> None:
+    clock = FakeClock()
+    engines = [create_engine(database_url, pool_size=4) for _ in range(2)]
+    try:
+        workers = [
+            EscalationEngine(
+                session_factory(db),
+                policy=EscalationPolicy(),
+                publisher=RecordingPublisher(),
+                clock=clock,
+                worker_id=f"w{index}",
+                settings=EngineSettings(timer_batch=2),
+            )
+            for index, db in enumerate(engines)
+        ]
+        ingestor = Ingestor(session_factory(engines[0]))
+        birth = gateway_status(gateway_id, "birth", sent_at=clock.now)
+        await workers[0].handle_outcome(await ingest(ingestor, birth, clock.now))
+        patients = [f"pt-race-{index}" for index in range(12)]
+        for seq, patient_id in enumerate(patients):
+            high = news2_assessment(gateway_id, seq, patient_id=patient_id, assessed_at=clock.now)
+            await workers[seq % 2].handle_outcome(await ingest(ingestor, high, clock.now))
+
+        clock.advance(HIGH_ACK_TIMEOUT_S + 0.5)
+        fired = [0, 0]
+        while True:
+            counts = await asyncio.gather(*(worker.fire_due() for worker in workers))
+            fired = [total + count for total, count in zip(fired, counts, strict=True)]
+            if sum(counts) == 0:
+                break
+        assert sum(fired) == len(patients)
+
+        sessions = session_factory(engines[0])
+        per_alert = await rows(
+            sessions,
+            "SELECT alert_id, count(*) AS n FROM alert_events WHERE action = 'escalated' GROUP BY alert_id",
+        )
+        assert len(per_alert) == len(patients)
+        assert {row.n for row in per_alert} == {1}
+        assert await scalar(sessions, "SELECT count(*) FROM alerts WHERE tier = 3") == len(patients)
+        assert await scalar(sessions, "SELECT count(*) FROM alert_deliveries WHERE sink = 'mqtt'") == 2 * len(
+            patients
+        )
+    finally:
+        for db in engines:
+            await db.dispose()
