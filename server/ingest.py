@@ -34,7 +34,7 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
@@ -189,6 +189,18 @@ class _Accepted:
     payload: bytes
     where: GatewayTopic
     message: WireModel
+
+
+def _outcome(item: _Accepted, received_at: datetime, kind: OutcomeKind, **extra: Any) -> IngestOutcome:
+    return IngestOutcome(
+        kind=kind,
+        topic=item.topic,
+        received_at=received_at,
+        gateway_id=item.where.gateway_id,
+        channel=item.where.channel,
+        message=item.message,
+        **extra,
+    )
 
 
 _MISMATCH_PROBLEMS: Final = frozenset({"gateway_id", "body.command"})
@@ -355,98 +367,152 @@ class Ingestor:
     async def _apply_all(
         self, session: AsyncSession, items: list[_Accepted], received_at: datetime
     ) -> list[IngestOutcome]:
-        return [await self._apply_item(item, received_at, session) for item in items]
+        """Store ``items`` in this transaction; outcomes in the same order.
+
+        obs, score and event messages are written in bulk (one statement per table for the whole
+        batch); status and cmd-ack messages, which are rare, one at a time afterwards."""
+        outcomes: dict[int, IngestOutcome] = {}
+        sequenced = [item for item in items if isinstance(item.message, SequencedMessage)]
+        outcomes.update(await self._apply_sequenced(session, sequenced, received_at))
+        for item in items:
+            if isinstance(item.message, GatewayStatus):
+                outcomes[item.index] = await self._apply_status(session, item, item.message, received_at)
+            elif isinstance(item.message, CommandAck):
+                outcomes[item.index] = await self._apply_ack(session, item, item.message, received_at)
+        return [outcomes[item.index] for item in items]
 
     async def _apply_item(
         self, item: _Accepted, received_at: datetime, session: AsyncSession
     ) -> IngestOutcome:
-        return await self._apply(session, item.topic, item.where, item.message, received_at)
+        (outcome,) = await self._apply_all(session, [item], received_at)
+        return outcome
 
-    async def _apply(
-        self,
-        session: AsyncSession,
-        topic: str,
-        where: GatewayTopic,
-        message: WireModel,
-        received_at: datetime,
-    ) -> IngestOutcome:
-        def outcome(kind: OutcomeKind, **extra: Any) -> IngestOutcome:
-            return IngestOutcome(
-                kind=kind,
-                topic=topic,
-                received_at=received_at,
-                gateway_id=where.gateway_id,
-                channel=where.channel,
-                message=message,
-                **extra,
+    async def _apply_sequenced(
+        self, session: AsyncSession, items: list[_Accepted], received_at: datetime
+    ) -> dict[int, IngestOutcome]:
+        """Dedup, sequence-track and store obs/score/event messages (in this order, per gateway)."""
+        outcomes: dict[int, IngestOutcome] = {}
+        first_copy: dict[uuid.UUID, _Accepted] = {}
+        for item in items:
+            message = item.message
+            assert isinstance(message, SequencedMessage)
+            if message.message_id in first_copy:  # the same message twice in one batch
+                outcomes[item.index] = _outcome(item, received_at, OutcomeKind.DUPLICATE)
+            else:
+                first_copy[message.message_id] = item
+        claimed_ids = await repository.claim_messages(
+            session,
+            [
+                {
+                    "message_id": message_id,
+                    "gateway_id": item.where.gateway_id,
+                    "channel": item.where.channel.value,
+                    "seq": item.message.seq,  # type: ignore[attr-defined]
+                    "received_at": received_at,
+                }
+                for message_id, item in first_copy.items()
+            ],
+        )
+        claimed = [item for item in first_copy.values() if item.message.message_id in claimed_ids]  # type: ignore[attr-defined]
+        for message_id, item in first_copy.items():
+            if message_id not in claimed_ids:
+                outcomes[item.index] = _outcome(item, received_at, OutcomeKind.DUPLICATE)
+        if not claimed:
+            return outcomes
+
+        by_gateway: dict[str, list[_Accepted]] = {}
+        for item in claimed:
+            by_gateway.setdefault(item.where.gateway_id, []).append(item)
+        gateways = await repository.lock_gateways(session, by_gateway, received_at=received_at)
+        results: dict[int, repository.SequenceResult] = {}
+        new_highest: dict[str, int] = {}
+        new_gaps: list[tuple[str, SeqRange]] = []
+        for gateway_id, group in by_gateway.items():
+            seqs = [item.message.seq for item in group]  # type: ignore[attr-defined]
+            gateway = gateways[gateway_id]
+            plan = repository.advance_sequence(gateway.highest_seq, seqs)
+            if plan is not None:  # every number above the last: nothing to look up
+                new_highest[gateway_id], skipped = plan
+                new_gaps += [(gateway_id, gap) for gap in skipped]
+                current = -1 if gateway.highest_seq is None else gateway.highest_seq
+                for item, seq in zip(group, seqs, strict=True):
+                    opened = SeqRange(current + 1, seq - 1) if seq > current + 1 else None
+                    results[item.index] = repository.SequenceResult(highest_seq=seq, opened=opened)
+                    current = seq
+                continue
+            for item, seq in zip(group, seqs, strict=True):  # a late number: fill its gap one by one
+                result = await repository.track_sequence(session, gateway, seq, received_at=received_at)
+                gateway = replace(gateway, highest_seq=result.highest_seq)
+                results[item.index] = result
+        await repository.set_highest_seqs(session, new_highest)
+        await repository.insert_gaps(session, new_gaps, detected_at=received_at)
+
+        reported_by: dict[str, str] = {}
+        observations, assessments, events = [], [], []
+        for item in claimed:
+            message = item.message
+            gateway_id = item.where.gateway_id
+            if isinstance(message, ObservationBatch):
+                observations.append(message)
+                for reading in message.observations:
+                    reported_by.setdefault(reading.patient_id, gateway_id)
+            elif isinstance(message, Assessment):
+                assessments.append(message)
+                reported_by.setdefault(message.patient_id, gateway_id)
+            elif isinstance(message, Event):
+                events.append(message)
+                patient = repository.event_patient(message)
+                if patient is not None:
+                    reported_by.setdefault(patient, gateway_id)
+        await repository.ensure_patients_of(session, reported_by, received_at=received_at)
+        await repository.insert_observation_batches(session, observations, received_at=received_at)
+        await repository.insert_assessments(session, assessments, received_at=received_at)
+        await repository.insert_events(session, events, received_at=received_at)
+
+        for item in claimed:
+            sequence = results[item.index]
+            outcomes[item.index] = _outcome(
+                item,
+                received_at,
+                OutcomeKind.STORED,
+                gap_opened=sequence.opened,
+                gap_filled=sequence.filled,
+                detail="out of order" if sequence.out_of_order else "",
             )
+        return outcomes
 
-        if isinstance(message, GatewayStatus):
-            return await self._apply_status(session, message, received_at, outcome)
-        message_id: uuid.UUID = message.message_id  # type: ignore[attr-defined]
-        seq = message.seq if isinstance(message, SequencedMessage) else None
+    async def _apply_ack(
+        self, session: AsyncSession, item: _Accepted, ack: CommandAck, received_at: datetime
+    ) -> IngestOutcome:
         claimed = await repository.claim_message(
             session,
-            message_id=message_id,
-            gateway_id=where.gateway_id,
-            channel=where.channel.value,
-            seq=seq,
+            message_id=ack.message_id,
+            gateway_id=ack.gateway_id,
+            channel=item.where.channel.value,
+            seq=None,
             received_at=received_at,
         )
         if not claimed:
-            return outcome(OutcomeKind.DUPLICATE)
-        gateway = await repository.lock_gateway(session, where.gateway_id, received_at=received_at)
-        sequence = None
-        if seq is not None:
-            sequence = await repository.track_sequence(session, gateway, seq, received_at=received_at)
-        if isinstance(message, ObservationBatch):
-            patients = [item.patient_id for item in message.observations]
-            await repository.ensure_patients(
-                session, patients, gateway_id=where.gateway_id, received_at=received_at
+            return _outcome(item, received_at, OutcomeKind.DUPLICATE)
+        await repository.lock_gateway(session, ack.gateway_id, received_at=received_at)
+        applied = await repository.acknowledge_command(session, ack, received_at=received_at)
+        if applied is None:
+            raise _Rejected(
+                DeadLetterReason.UNKNOWN_COMMAND,
+                f"acknowledgement for command {ack.command_id}, which was never sent to {ack.gateway_id}",
             )
-            await repository.insert_observations(session, message, received_at=received_at)
-        elif isinstance(message, Assessment):
-            await repository.ensure_patients(
-                session, [message.patient_id], gateway_id=where.gateway_id, received_at=received_at
-            )
-            await repository.insert_assessment(session, message, received_at=received_at)
-        elif isinstance(message, Event):
-            patient = repository.event_patient(message)
-            if patient is not None:
-                await repository.ensure_patients(
-                    session, [patient], gateway_id=where.gateway_id, received_at=received_at
-                )
-            await repository.insert_event(session, message, received_at=received_at)
-        elif isinstance(message, CommandAck):
-            applied = await repository.acknowledge_command(session, message, received_at=received_at)
-            if applied is None:
-                raise _Rejected(
-                    DeadLetterReason.UNKNOWN_COMMAND,
-                    f"acknowledgement for command {message.command_id}, "
-                    f"which was never sent to {where.gateway_id}",
-                )
-            if not applied:
-                return outcome(
-                    OutcomeKind.DUPLICATE, detail=f"command {message.command_id} was already acknowledged"
-                )
-        return outcome(
-            OutcomeKind.STORED,
-            gap_opened=sequence.opened if sequence else None,
-            gap_filled=sequence.filled if sequence else False,
-            detail="out of order" if sequence and sequence.out_of_order else "",
-        )
+        if not applied:
+            detail = f"command {ack.command_id} was already acknowledged"
+            return _outcome(item, received_at, OutcomeKind.DUPLICATE, detail=detail)
+        return _outcome(item, received_at, OutcomeKind.STORED)
 
     async def _apply_status(
-        self,
-        session: AsyncSession,
-        status: GatewayStatus,
-        received_at: datetime,
-        outcome: Callable[..., IngestOutcome],
+        self, session: AsyncSession, item: _Accepted, status: GatewayStatus, received_at: datetime
     ) -> IngestOutcome:
         gateway = await repository.lock_gateway(session, status.gateway_id, received_at=received_at)
         stale = _stale_reason(gateway, status)
         if stale is not None:
-            return outcome(OutcomeKind.STALE, detail=stale)
+            return _outcome(item, received_at, OutcomeKind.STALE, detail=stale)
         online = status.state != "death"
         values: dict[str, object] = {
             "online": online,
@@ -469,7 +535,7 @@ class Ingestor:
         connectivity: Literal["online", "offline"] | None = None
         if online != gateway.online or gateway.status_state is None:
             connectivity = "online" if online else "offline"
-        return outcome(OutcomeKind.STORED, connectivity=connectivity)
+        return _outcome(item, received_at, OutcomeKind.STORED, connectivity=connectivity)
 
     async def _dead_letter(
         self,

@@ -19,16 +19,16 @@ from alembic import context
 from sqlalchemy import Connection
 
 from server.storage.engine import create_engine
-from server.storage.models import Base
+from server.storage.models import import_model_modules
 
 config = context.config
-target_metadata = Base.metadata
 
 
-def _configure(connection: Connection) -> None:
+def _configure(connection: Connection, *, with_models: bool = False) -> None:
+    # Only autogenerate compares with the models; an upgrade runs the scripts and needs none of them.
     context.configure(
         connection=connection,
-        target_metadata=target_metadata,
+        target_metadata=import_model_modules() if with_models else None,
         compare_type=True,
         render_as_batch=connection.dialect.name == "sqlite",
     )
@@ -40,7 +40,7 @@ async def _run_with_own_engine(url: str) -> None:
     engine = create_engine(url)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(_configure)
+            await connection.run_sync(_configure, with_models=True)
     finally:
         await engine.dispose()
 

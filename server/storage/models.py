@@ -19,8 +19,10 @@ UPDATE and DELETE (and TRUNCATE on PostgreSQL) on that table.
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -59,7 +61,27 @@ Id64 = String(64)
 
 
 class Base(DeclarativeBase):
+    """Every server table is declared on this base, whichever module declares it (the escalation
+    engine's and the API's tables live next to their code)."""
+
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def import_model_modules() -> MetaData:
+    """Import every module of the ``server`` package that declares tables on :class:`Base`, and return
+    the complete metadata. Autogenerate and the test that compares models with migrations need the
+    whole schema, not just this module's part of it."""
+    package_root = Path(__file__).resolve().parent.parent
+    for path in sorted(package_root.rglob("*.py")):
+        relative = path.relative_to(package_root)
+        if relative.parts[0] == "migrations":
+            continue
+        source = path.read_text(encoding="utf-8")
+        if "server.storage.models import" not in source or "(Base)" not in source:
+            continue
+        name = ".".join(("server", *relative.with_suffix("").parts))
+        importlib.import_module(name.removesuffix(".__init__"))
+    return Base.metadata
 
 
 class Gateway(Base):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, case, delete, select, update
+from sqlalchemy import Table, and_, bindparam, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +37,8 @@ PATIENTS: Table = Patient.__table__  # type: ignore[assignment]
 OBSERVATIONS: Table = Observation.__table__  # type: ignore[assignment]
 RECEIVED: Table = ReceivedMessage.__table__  # type: ignore[assignment]
 GAPS: Table = SequenceGap.__table__  # type: ignore[assignment]
+ASSESSMENTS: Table = Assessment.__table__  # type: ignore[assignment]
+EVENTS: Table = GatewayEvent.__table__  # type: ignore[assignment]
 
 
 def _insert(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -76,6 +78,24 @@ async def claim_message(
         .returning(RECEIVED.c.message_id)
     )
     return (await session.execute(statement)).first() is not None
+
+
+async def claim_messages(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
+    """Bulk :func:`claim_message`: ``rows`` of message_id, gateway_id, channel, seq, received_at with
+    distinct ids; returns the ids claimed now (the others were stored before).
+
+    Rows are inserted in id order, so two workers claiming overlapping sets wait for each other in the
+    same order and cannot deadlock on these keys."""
+    if not rows:
+        return set()
+    ordered = sorted(rows, key=lambda row: row["message_id"])
+    statement = (
+        _insert(session, RECEIVED)
+        .values(ordered)
+        .on_conflict_do_nothing(index_elements=[RECEIVED.c.message_id])
+        .returning(RECEIVED.c.message_id)
+    )
+    return set((await session.execute(statement)).scalars())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,6 +149,60 @@ async def lock_gateway(session: AsyncSession, gateway_id: str, *, received_at: d
         status_sent_at=row.status_sent_at,
         highest_seq=row.highest_seq,
     )
+
+
+async def lock_gateways(
+    session: AsyncSession, gateway_ids: Iterable[str], *, received_at: datetime
+) -> dict[str, GatewayRow]:
+    """Bulk :func:`lock_gateway` in one statement, locking in gateway-id order."""
+    ids = sorted(set(gateway_ids))
+    if not ids:
+        return {}
+    insert = _insert(session, GATEWAYS).values(
+        [
+            {"gateway_id": gid, "first_seen_at": received_at, "last_seen_at": received_at, "online": False}
+            for gid in ids
+        ]
+    )
+    current = GATEWAYS.c.last_seen_at
+    statement = insert.on_conflict_do_update(
+        index_elements=[GATEWAYS.c.gateway_id],
+        set_={
+            "last_seen_at": case(
+                (current < insert.excluded.last_seen_at, insert.excluded.last_seen_at), else_=current
+            )
+        },
+    ).returning(
+        GATEWAYS.c.gateway_id,
+        GATEWAYS.c.online,
+        GATEWAYS.c.session,
+        GATEWAYS.c.status_state,
+        GATEWAYS.c.status_sent_at,
+        GATEWAYS.c.highest_seq,
+    )
+    return {
+        row.gateway_id: GatewayRow(
+            gateway_id=row.gateway_id,
+            online=row.online,
+            session=row.session,
+            status_state=row.status_state,
+            status_sent_at=row.status_sent_at,
+            highest_seq=row.highest_seq,
+        )
+        for row in await session.execute(statement)
+    }
+
+
+async def set_highest_seqs(session: AsyncSession, highest: dict[str, int]) -> None:
+    """``gateways.highest_seq`` for several gateways (one executemany)."""
+    if highest:
+        statement = (
+            update(GATEWAYS)
+            .where(GATEWAYS.c.gateway_id == bindparam("target_gateway"))
+            .values(highest_seq=bindparam("new_highest"))
+        )
+        rows = [{"target_gateway": gid, "new_highest": value} for gid, value in sorted(highest.items())]
+        await session.execute(statement, rows)
 
 
 async def update_gateway(db: AsyncSession, gateway_id: str, /, **values: Any) -> None:
@@ -215,6 +289,38 @@ async def track_sequence(
     return SequenceResult(highest_seq=highest, filled=True)
 
 
+def advance_sequence(highest: int | None, seqs: Sequence[int]) -> tuple[int, list[SeqRange]] | None:
+    """Where ``seqs`` (in arrival order) take a gateway whose highest number is ``highest``, when every
+    one is above the one before (the common case): the new highest and the ranges skipped. None when a
+    number is at or below one already seen, which needs the open gaps in the database
+    (:func:`track_sequence`)."""
+    current = -1 if highest is None else highest
+    skipped = []
+    for seq in seqs:
+        if seq <= current:
+            return None
+        if seq > current + 1:
+            skipped.append(SeqRange(current + 1, seq - 1))
+        current = seq
+    return current, skipped
+
+
+async def insert_gaps(
+    session: AsyncSession, gaps: Sequence[tuple[str, SeqRange]], *, detected_at: datetime
+) -> None:
+    if gaps:
+        rows = [
+            {
+                "gateway_id": gateway_id,
+                "first_missing": gap.first,
+                "last_missing": gap.last,
+                "detected_at": detected_at,
+            }
+            for gateway_id, gap in gaps
+        ]
+        await session.execute(GAPS.insert(), rows)
+
+
 async def open_gaps(session: AsyncSession, gateway_id: str | None = None) -> list[SequenceGap]:
     """Missing ranges not yet filled, oldest first."""
     statement = select(SequenceGap).where(SequenceGap.filled_at.is_(None))
@@ -232,16 +338,23 @@ async def ensure_patients(
     session: AsyncSession, patient_ids: Iterable[str], *, gateway_id: str, received_at: datetime
 ) -> None:
     """Create patients seen for the first time (pseudonym only; settings at their defaults)."""
+    await ensure_patients_of(session, dict.fromkeys(patient_ids, gateway_id), received_at=received_at)
+
+
+async def ensure_patients_of(
+    session: AsyncSession, reported_by: dict[str, str], *, received_at: datetime
+) -> None:
+    """Bulk :func:`ensure_patients`: patient id -> the gateway that reported them."""
     rows = [
         {
             "patient_id": patient_id,
-            "gateway_id": gateway_id,
+            "gateway_id": reported_by[patient_id],
             "first_seen_at": received_at,
             "spo2_scale": 1,
             "on_oxygen": False,
             "consciousness": protocol.Consciousness.ALERT.value,
         }
-        for patient_id in sorted(set(patient_ids))  # a fixed order: no lock-order deadlocks
+        for patient_id in sorted(reported_by)  # a fixed order: no lock-order deadlocks
     ]
     if rows:
         statement = _insert(session, PATIENTS).on_conflict_do_nothing(index_elements=[PATIENTS.c.patient_id])
@@ -251,6 +364,13 @@ async def ensure_patients(
 async def insert_observations(
     session: AsyncSession, batch: protocol.ObservationBatch, *, received_at: datetime
 ) -> None:
+    await insert_observation_batches(session, [batch], received_at=received_at)
+
+
+async def insert_observation_batches(
+    session: AsyncSession, batches: Sequence[protocol.ObservationBatch], *, received_at: datetime
+) -> None:
+    """Every reading of every batch, in one executemany."""
     rows = [
         {
             "message_id": batch.message_id,
@@ -269,38 +389,48 @@ async def insert_observations(
             "historical": item.historical,
             "received_at": received_at,
         }
+        for batch in batches
         for position, item in enumerate(batch.observations)
     ]
-    statement = _insert(session, OBSERVATIONS).on_conflict_do_nothing(
-        index_elements=[OBSERVATIONS.c.message_id, OBSERVATIONS.c.position]
-    )
-    await session.execute(statement, rows)
+    if rows:
+        statement = _insert(session, OBSERVATIONS).on_conflict_do_nothing(
+            index_elements=[OBSERVATIONS.c.message_id, OBSERVATIONS.c.position]
+        )
+        await session.execute(statement, rows)
 
 
 async def insert_assessment(
     session: AsyncSession, assessment: protocol.Assessment, *, received_at: datetime
 ) -> None:
-    session.add(
-        Assessment(
-            message_id=assessment.message_id,
-            gateway_id=assessment.gateway_id,
-            seq=assessment.seq,
-            patient_id=assessment.patient_id,
-            assessed_at=assessment.assessed_at,
-            total=assessment.total,
-            risk=assessment.risk.value,
-            components=dict(assessment.components),
-            complete=assessment.complete,
-            input_ages_s=dict(assessment.input_ages_s),
-            spo2_scale=assessment.spo2_scale,
-            on_oxygen=assessment.on_oxygen,
-            consciousness=assessment.consciousness.value,
-            trend_rising=assessment.trend_rising,
-            historical=assessment.historical,
-            received_at=received_at,
-        )
-    )
-    await session.flush()
+    await insert_assessments(session, [assessment], received_at=received_at)
+
+
+async def insert_assessments(
+    session: AsyncSession, assessments: Sequence[protocol.Assessment], *, received_at: datetime
+) -> None:
+    rows = [
+        {
+            "message_id": assessment.message_id,
+            "gateway_id": assessment.gateway_id,
+            "seq": assessment.seq,
+            "patient_id": assessment.patient_id,
+            "assessed_at": assessment.assessed_at,
+            "total": assessment.total,
+            "risk": assessment.risk.value,
+            "components": dict(assessment.components),
+            "complete": assessment.complete,
+            "input_ages_s": dict(assessment.input_ages_s),
+            "spo2_scale": assessment.spo2_scale,
+            "on_oxygen": assessment.on_oxygen,
+            "consciousness": assessment.consciousness.value,
+            "trend_rising": assessment.trend_rising,
+            "historical": assessment.historical,
+            "received_at": received_at,
+        }
+        for assessment in assessments
+    ]
+    if rows:
+        await session.execute(ASSESSMENTS.insert(), rows)
 
 
 def event_patient(event: protocol.Event) -> str | None:
@@ -308,21 +438,29 @@ def event_patient(event: protocol.Event) -> str | None:
 
 
 async def insert_event(session: AsyncSession, event: protocol.Event, *, received_at: datetime) -> None:
-    session.add(
-        GatewayEvent(
-            message_id=event.message_id,
-            gateway_id=event.gateway_id,
-            seq=event.seq,
-            kind=event.detail.kind,
-            device_id=getattr(event.detail, "device_id", None),
-            patient_id=event_patient(event),
-            occurred_at=event.occurred_at,
-            detail=event.detail.model_dump(mode="json"),
-            historical=event.historical,
-            received_at=received_at,
-        )
-    )
-    await session.flush()
+    await insert_events(session, [event], received_at=received_at)
+
+
+async def insert_events(
+    session: AsyncSession, events: Sequence[protocol.Event], *, received_at: datetime
+) -> None:
+    rows = [
+        {
+            "message_id": event.message_id,
+            "gateway_id": event.gateway_id,
+            "seq": event.seq,
+            "kind": event.detail.kind,
+            "device_id": getattr(event.detail, "device_id", None),
+            "patient_id": event_patient(event),
+            "occurred_at": event.occurred_at,
+            "detail": event.detail.model_dump(mode="json"),
+            "historical": event.historical,
+            "received_at": received_at,
+        }
+        for event in events
+    ]
+    if rows:
+        await session.execute(EVENTS.insert(), rows)
 
 
 # --------------------------------------------------------------------------------------------------

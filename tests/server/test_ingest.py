@@ -459,7 +459,7 @@ async def test_a_server_bug_dead_letters_the_message_instead_of_stopping_ingest(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("bug in the observation writer")
 
-    monkeypatch.setattr(repository, "insert_observations", broken)
+    monkeypatch.setattr(repository, "insert_observation_batches", broken)
     outcome = await ingestor.ingest(
         obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, 0)), RECEIVED
     )
