@@ -33,6 +33,9 @@ from typing import Final, Protocol
 
 ENV_VAR: Final = "WARDWATCH_SIM_CLOCK"
 MAX_SPEED: Final = 1_000_000.0
+MIN_REAL_SLEEP_S: Final = 0.001
+"""Shortest real wait in ``sleep_until``: an early wake-up (timer granularity, a wall clock that differs
+from the event loop's monotonic clock) makes progress instead of spinning on ever smaller remainders."""
 
 RealTimeSource = Callable[[], float]
 """Returns real time in seconds since the Unix epoch (``time.time``)."""
@@ -87,7 +90,11 @@ class ClockSpec:
 
     def sim_time(self, real: float) -> datetime:
         """The simulated instant at real Unix time ``real``."""
-        return self.sim_start + timedelta(seconds=self.sim_elapsed(real))
+        elapsed = self.sim_elapsed(real)
+        try:
+            return self.sim_start + timedelta(seconds=elapsed)
+        except OverflowError:
+            raise ClockError(f"simulated time {elapsed:g} s from {self.sim_start} is out of range") from None
 
     def real_time(self, sim: datetime) -> float:
         """The real Unix time at which simulated time reaches ``sim``."""
@@ -216,14 +223,15 @@ class SimClock:
     async def sleep_until(self, when: datetime) -> None:
         """Wait until simulated time reaches ``when`` (returns at once if it has).
 
-        Re-checks after each real wait, so a speed change or a short real sleep cannot wake it early.
+        Re-checks after each real wait, so a speed change or a short real sleep cannot wake it early;
+        each real wait is at least ``MIN_REAL_SLEEP_S``.
         """
         when = _aware_utc(when, "when")
         while True:
             remaining = (when - self.now()).total_seconds()
             if remaining <= 0:
                 return
-            await self._real_sleep(self._spec.real_duration(remaining))
+            await self._real_sleep(max(self._spec.real_duration(remaining), MIN_REAL_SLEEP_S))
 
 
 def parse_speed(text: str) -> float:
