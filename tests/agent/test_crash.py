@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -43,6 +47,18 @@ class Ledger:
         while not condition():
             await self.changed.wait()
             self.changed.clear()
+
+
+def still_in_outbox(path: Path) -> set[int]:
+    """Readings the stopped agent still holds (pending items and formed, unacknowledged messages)."""
+    indices: set[int] = set()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        for (body,) in db.execute("SELECT body FROM item WHERE channel = 'obs'"):
+            indices.add(index_of(datetime.fromisoformat(json.loads(body)["measured_at"])))
+        for (payload,) in db.execute("SELECT payload FROM message WHERE channel = 'obs'"):
+            for observation in json.loads(payload)["observations"]:
+                indices.add(index_of(datetime.fromisoformat(observation["measured_at"])))
+    return indices
 
 
 def handed_over(path: Path) -> set[int]:
@@ -94,8 +110,14 @@ async def test_kill_9_during_bursts_loses_nothing(
             assert await process.wait() in (-signal.SIGKILL, 0, -signal.SIGTERM)
         collecting.cancel()
     sent = handed_over(ledger_file)
-    missing = sorted(sent - set(ledger.indices))
-    assert not missing, f"{len(missing)} readings handed over but never delivered, first {missing[:10]}"
+    # The last incarnation was stopped (SIGTERM) while its device still produced: what it took after the
+    # collector caught up is still in its outbox, to be sent by the next start. Nothing may be elsewhere.
+    kept = still_in_outbox(tmp_path / "outbox.db")
+    missing = sorted(sent - set(ledger.indices) - kept)
+    assert not missing, (
+        f"{len(missing)} readings handed over but neither delivered nor kept, first {missing[:10]}"
+    )
+    assert len(sent - set(ledger.indices)) < 1000  # only the tail of the last incarnation is undelivered
     assert len(sent) > KILLS * 300
     # a reading the device handed over just before a kill may be handed over again by the next process
     duplicates = sum(count - 1 for count in ledger.indices.values() if count > 1)
