@@ -24,9 +24,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import tempfile
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -76,15 +78,64 @@ _PLX_LOW_PERFUSION: Final = 1 << 5
 _PLX_ERRATIC: Final = 1 << 6
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceFaults:
+    """Faults injected on the wire of every simulated device, deterministic for ``seed``.
+
+    ``garbage_rate``: share of frames replaced by random bytes; ``truncate_rate``: share of frames cut
+    short; ``clock_drift_s_per_h``: how far the device's own clock runs ahead (+) or behind (-) per
+    simulated hour, applied to the timestamps the device sends. Unplug/replug, silence and battery
+    come from the scenario's fault events (``simulators.physiology``).
+    """
+
+    garbage_rate: float = 0.0
+    truncate_rate: float = 0.0
+    clock_drift_s_per_h: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("garbage_rate", "truncate_rate"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+
+    def rng(self, device_id: str) -> random.Random:
+        return random.Random(f"{self.seed}/{device_id}")
+
+    def damage(self, frame: bytes, rng: random.Random) -> bytes:
+        """The frame as it arrives: intact, replaced by garbage, or truncated."""
+        draw = rng.random()
+        if draw < self.garbage_rate:
+            return bytes(rng.randrange(256) for _ in range(max(1, len(frame))))
+        if draw < self.garbage_rate + self.truncate_rate and len(frame) > 1:
+            return frame[: rng.randrange(1, len(frame))]
+        return frame
+
+    def device_time(self, sample: Sample) -> datetime:
+        return sample.measured_at + timedelta(seconds=self.clock_drift_s_per_h * sample.t_s / 3600)
+
+
+NO_FAULTS: Final = DeviceFaults()
+
+
 class SimulatedHome:
     """The devices of one home on a simulated clock; ``device_factory`` plugs into the agent."""
 
     def __init__(
-        self, config: GatewayConfig, *, scenario: str, seed: int, clock: SimClock, start_h: float = 0
+        self,
+        config: GatewayConfig,
+        *,
+        scenario: str,
+        seed: int,
+        clock: SimClock,
+        start_h: float = 0,
+        faults: DeviceFaults = NO_FAULTS,
     ) -> None:
         get_scenario(scenario)  # fail early on a typo
         self.config = config
         self.clock = clock
+        self.faults = faults
+        self.devices: dict[str, SimulatedBle | SimulatedSerial | SimulatedPatch] = {}
         start = clock.now() - timedelta(hours=start_h)  # join the scenario start_h hours in
         self.patients = {
             patient.id: Patient(scenario, seed=seed + index, start=start)
@@ -97,11 +148,16 @@ class SimulatedHome:
         kind = PHYSIOLOGY_KIND.get(device.kind)
         if kind is None:
             raise ValueError(f"no simulator for device kind {device.kind}")
+        simulated: SimulatedBle | SimulatedSerial | SimulatedPatch
         if device.kind in BLE_CHARACTERISTICS:
-            return SimulatedBle(device, patient, kind, self.clock)
-        if device.kind in ("masimo", "contec"):
-            return SimulatedSerial(device, patient, kind, self.clock, self._scratch / f"{device.id}.tty")
-        return SimulatedPatch(device, patient, kind, self.clock)
+            simulated = SimulatedBle(device, patient, kind, self.clock, self.faults)
+        elif device.kind in ("masimo", "contec"):
+            link = self._scratch / f"{device.id}.tty"
+            simulated = SimulatedSerial(device, patient, kind, self.clock, link, self.faults)
+        else:
+            simulated = SimulatedPatch(device, patient, kind, self.clock)
+        self.devices[device.id] = simulated
+        return simulated
 
 
 def _t(patient: Patient, clock: SimClock) -> float:
@@ -130,9 +186,12 @@ def _int(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
-def encode_gatt(kind: DeviceKind, sample: Sample) -> tuple[str, bytes] | None:
+def encode_gatt(
+    kind: DeviceKind, sample: Sample, device_time: datetime | None = None
+) -> tuple[str, bytes] | None:
     """The characteristic and bytes a real peripheral of this kind would notify for this sample."""
-    at = sample.measured_at.replace(tzinfo=None, microsecond=0)  # SIG Date Time: naive, device zone = UTC
+    # SIG Date Time is naive; the simulated devices keep UTC (the transports are told device_tz=UTC).
+    at = (device_time or sample.measured_at).replace(tzinfo=None, microsecond=0)
     values = sample.values
     if kind is DeviceKind.PULSE_OXIMETER_CONTINUOUS:
         status = 0
@@ -182,15 +241,22 @@ def encode_gatt(kind: DeviceKind, sample: Sample) -> tuple[str, bytes] | None:
 class SimulatedBle:
     """A BLE peripheral following the patient, read through the real ``BleDevice`` transport."""
 
-    def __init__(self, device: DeviceConfig, patient: Patient, kind: DeviceKind, clock: SimClock) -> None:
+    def __init__(
+        self,
+        device: DeviceConfig,
+        patient: Patient,
+        kind: DeviceKind,
+        clock: SimClock,
+        faults: DeviceFaults = NO_FAULTS,
+    ) -> None:
         self.device_id = device.id
-        self._patient, self._kind, self._clock = patient, kind, clock
+        self._patient, self._kind, self._clock, self._faults = patient, kind, clock, faults
         characteristics = BLE_CHARACTERISTICS[device.kind]
         self.peripheral = MockPeripheral(
             {uuid: ("notify", "indicate") for uuid in characteristics},
             battery_level=round(patient.battery_pct(kind, _t(patient, clock))),
         )
-        self._transport = BleDevice(
+        self.transport = BleDevice(
             device_id=device.id,
             client_factory=self.peripheral.connect,
             device_kind=device.kind,
@@ -203,7 +269,7 @@ class SimulatedBle:
     async def readings(self) -> AsyncIterator[Reading | DeviceEvent]:
         feeder = asyncio.create_task(self._feed(), name=f"sim-feed:{self.device_id}")
         try:
-            async with contextlib.aclosing(self._transport.readings()) as stream:
+            async with contextlib.aclosing(self.transport.readings()) as stream:
                 async for item in stream:
                     yield item
         finally:
@@ -213,6 +279,7 @@ class SimulatedBle:
 
     async def _feed(self) -> None:
         patient, kind, peripheral = self._patient, self._kind, self.peripheral
+        rng = self._faults.rng(self.device_id)
         await peripheral.wait_until_subscribed(self._uuid)
         async for sample in _samples_in_time(patient, kind, self._clock):
             t = sample.t_s
@@ -228,19 +295,28 @@ class SimulatedBle:
             battery = round(patient.battery_pct(kind, t))
             if battery != peripheral.battery_level:
                 peripheral.set_battery_level(battery)
-            frame = encode_gatt(kind, sample)
+            frame = encode_gatt(kind, sample, self._faults.device_time(sample))
             if frame is not None:
-                peripheral.notify(*frame)
+                uuid, data = frame
+                peripheral.notify(uuid, self._faults.damage(data, rng))
 
 
 class SimulatedSerial:
     """A serial oximeter on a real pseudo-terminal, read through the real ``SerialDevice`` by path."""
 
     def __init__(
-        self, device: DeviceConfig, patient: Patient, kind: DeviceKind, clock: SimClock, link: Path
+        self,
+        device: DeviceConfig,
+        patient: Patient,
+        kind: DeviceKind,
+        clock: SimClock,
+        link: Path,
+        faults: DeviceFaults = NO_FAULTS,
     ) -> None:
         self.device_id = device.id
         self._device, self._patient, self._kind, self._clock, self._link = device, patient, kind, clock, link
+        self._faults = faults
+        self.transport: SerialDevice | None = None
 
     async def readings(self) -> AsyncIterator[Reading | DeviceEvent]:
         master, slave = os.openpty()
@@ -248,7 +324,7 @@ class SimulatedSerial:
         with contextlib.suppress(FileNotFoundError):
             self._link.unlink()
         self._link.symlink_to(slave_path)
-        transport = SerialDevice(
+        transport = self.transport = SerialDevice(
             device_id=self.device_id,
             kind=self._device.kind,
             port=str(self._link),
@@ -269,6 +345,7 @@ class SimulatedSerial:
 
     async def _feed(self, master: int) -> None:
         masimo = self._device.kind == "masimo"
+        rng = self._faults.rng(self.device_id)
         async for sample in _samples_in_time(self._patient, self._kind, self._clock):
             if not self._patient.device_connected(self._kind, sample.t_s):
                 continue  # unplugged: silence
@@ -276,12 +353,15 @@ class SimulatedSerial:
             pulse = _int(sample.values.get(VitalCode.HEART_RATE))
             if masimo:
                 data = serial_encoders.masimo_line(
-                    sample.measured_at.replace(tzinfo=None), spo2=spo2, bpm=pulse, pi=sample.perfusion_index
+                    self._faults.device_time(sample).replace(tzinfo=None),
+                    spo2=spo2,
+                    bpm=pulse,
+                    pi=sample.perfusion_index,
                 )
             else:
                 finger_out = QualityFlag.PROBE_OFF in sample.quality
                 data = serial_encoders.contec_packet(spo2=spo2, pulse=pulse, finger_out=finger_out)
-            os.write(master, data)
+            os.write(master, self._faults.damage(data, rng))
 
 
 class SimulatedPatch:
@@ -364,11 +444,15 @@ async def run_home(
     speed: float = 1.0,
     start_h: float = 0,
     clock: SimClock | None = None,
+    faults: DeviceFaults = NO_FAULTS,
     on_agent: Callable[[Agent], None] | None = None,
+    on_home: Callable[[SimulatedHome], None] | None = None,
 ) -> None:
     """Run a real agent against simulated devices until cancelled, ``start_h`` hours into the scenario."""
     clock = clock or SimClock.starting_now(speed=speed)
-    home = SimulatedHome(config, scenario=scenario, seed=seed, clock=clock, start_h=start_h)
+    home = SimulatedHome(config, scenario=scenario, seed=seed, clock=clock, start_h=start_h, faults=faults)
+    if on_home is not None:
+        on_home(home)
     agent = Agent(
         config,
         device_factory=home.device_factory,

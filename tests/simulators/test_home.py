@@ -7,12 +7,13 @@ import contextlib
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from support.broker import MosquittoBroker
 
 from edge_agent.mqtt import MqttClient, MqttSettings
 from edge_agent.protocol import Assessment, ObservationBatch, decode_gateway_message, gateway_filter
 from edge_agent.service import Agent
-from simulators.home import home_config, run_home
+from simulators.home import DeviceFaults, SimulatedBle, SimulatedHome, SimulatedSerial, home_config, run_home
 
 
 async def test_sepsis_home_reaches_high_risk_through_the_real_drivers(
@@ -40,6 +41,8 @@ async def test_sepsis_home_reaches_high_risk_through_the_real_drivers(
                             devices.add(observation.device_id)
                     elif isinstance(payload, Assessment) and payload.risk == "high" and payload.complete:
                         high = payload
+                    # assessments drain before observations: wait for both
+                    if high is not None and len(devices) == len(config.devices):
                         break
         finally:
             home.cancel()
@@ -89,3 +92,56 @@ async def test_serial_oximeters_on_pseudo_terminals_are_read_by_path(
             with contextlib.suppress(asyncio.CancelledError):
                 await home
     assert per_device.keys() == {"masimo-1", "contec-1"}
+
+
+async def test_garbage_truncation_and_clock_drift_are_survived_and_counted(
+    broker: MosquittoBroker, tmp_path: Path, gateway_id: str
+) -> None:
+    base = home_config(gateway_id, broker_url=broker.url, scenario="stable", outbox_path=tmp_path / "o.db")
+    config = base.model_copy(
+        update={
+            "devices": [
+                base.devices[0],  # BLE PLX continuous
+                base.devices[0].model_copy(
+                    update={"id": "masimo-1", "kind": "masimo", "address": None, "path": "x"}
+                ),
+            ]
+        }
+    )
+    faults = DeviceFaults(garbage_rate=0.2, truncate_rate=0.1, clock_drift_s_per_h=-120, seed=5)
+    homes: list[SimulatedHome] = []
+    per_device: Counter[str] = Counter()
+    async with MqttClient(MqttSettings.from_url(broker.url, client_id=f"cc-{gateway_id}")) as watcher:
+        await watcher.subscribe(gateway_filter("obs", gateway_id=gateway_id))
+        task = asyncio.create_task(
+            run_home(
+                config, scenario="stable", seed=2, speed=30, start_h=1, faults=faults, on_home=homes.append
+            )
+        )
+        try:
+            async with asyncio.timeout(60):
+                async for message in watcher.messages():
+                    _, batch = decode_gateway_message(message.topic, message.payload)
+                    assert isinstance(batch, ObservationBatch)
+                    for observation in batch.observations:
+                        per_device[observation.device_id] += 1
+                        # the device clock runs 2 min/h behind; the measurement stays within a few minutes
+                        assert abs((observation.measured_at - batch.sent_at).total_seconds()) < 600
+                    if min(per_device[d.id] for d in config.devices) >= 30:
+                        break
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    ble = homes[0].devices[config.devices[0].id]
+    serial = homes[0].devices["masimo-1"]
+    assert isinstance(ble, SimulatedBle)
+    assert isinstance(serial, SimulatedSerial)
+    assert ble.transport.parse_errors > 0
+    assert serial.transport is not None
+    assert serial.transport.parse_errors > 0
+
+
+def test_fault_rates_are_checked() -> None:
+    with pytest.raises(ValueError, match="garbage_rate"):
+        DeviceFaults(garbage_rate=1.5)
