@@ -44,7 +44,7 @@ from server.escalation.inputs import (
     Tick,
 )
 from server.escalation.lifecycle import PERMITTED_ROLES
-from server.escalation.policy import Decision, decide, subject_of
+from server.escalation.policy import Decision, alert_subject, decide, subject_of
 from server.escalation.state import Alert, DeviceTrack, EscalationState, GatewayTrack, PatientTrack
 
 __all__ = [
@@ -77,6 +77,7 @@ __all__ = [
     "StatusReceived",
     "TechnicalCondition",
     "Tick",
+    "alert_subject",
     "decide",
     "effective_risk",
     "risk_from_score",

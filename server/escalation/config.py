@@ -37,6 +37,19 @@ TOP_TIER: Final = 4
 EMERGENCY_TIER: Final = 4
 """The emergency-dispatch tier; a clinical alert that reaches it gets priority ``emergency``."""
 
+CONTINUOUS_DEVICE_KINDS: Final = (
+    "ble_heart_rate",
+    "ble_plx_continuous",
+    "masimo",
+    "contec",
+    "respiration_patch",
+)
+"""Device kinds (the agent's ``device_kind``) that stream readings while connected."""
+SPOT_CHECK_DEVICE_KINDS: Final = frozenset(
+    {"ble_blood_pressure", "ble_thermometer", "ble_plx_spot", "ble_scale", "ble_glucose"}
+)
+"""Device kinds that connect only to deliver a spot measurement."""
+
 RISK_RANK: Final[dict[Risk, int]] = {Risk.LOW: 0, Risk.LOW_MEDIUM: 1, Risk.MEDIUM: 2, Risk.HIGH: 3}
 
 CLINICAL_CONDITION: Final = "news2"
@@ -108,7 +121,7 @@ def _default_technical_priority() -> dict[TechnicalCondition, TechnicalPriority]
 
 
 def _default_device_silence() -> dict[str, float]:
-    return {"pulse_oximeter": 10 * 60.0, "heart_rate": 10 * 60.0}
+    return dict.fromkeys(CONTINUOUS_DEVICE_KINDS, 10 * 60.0)
 
 
 class EscalationPolicy(BaseModel):
@@ -160,9 +173,7 @@ class EscalationPolicy(BaseModel):
 
     disconnect_grace_s: Seconds = 120
     """A device must stay disconnected this long before ``device_disconnected`` is raised."""
-    intermittent_device_kinds: frozenset[str] = frozenset(
-        {"blood_pressure", "thermometer", "weight_scale", "glucose_meter"}
-    )
+    intermittent_device_kinds: frozenset[str] = SPOT_CHECK_DEVICE_KINDS
     """Device kinds that connect only to deliver a spot measurement; their disconnection is normal and
     never alarms (their silence still does)."""
 

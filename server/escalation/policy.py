@@ -93,6 +93,17 @@ def subject_of(item: PolicyInput) -> str | None:
             return None
 
 
+def alert_subject(category: str, *, patient_id: str | None, gateway_id: str | None) -> str:
+    """The subject whose state holds an alert (from an AlertChange or an alerts row): ``patient:<id>`` for
+    a clinical alert, ``gateway:<id>`` for a technical one. Storage uses it to load the right state for a
+    clinician's action."""
+    if category == "clinical" and patient_id is not None:
+        return patient_subject(patient_id)
+    if category == "technical" and gateway_id is not None:
+        return gateway_subject(gateway_id)
+    raise ValueError(f"a {category} alert needs its {'patient' if category == 'clinical' else 'gateway'} id")
+
+
 def decide(state: EscalationState, item: PolicyInput, *, now: datetime, policy: EscalationPolicy) -> Decision:
     """Apply one input at ``now`` (an aware datetime). Raises :class:`EscalationError` for a refused
     clinician action; the given state is then unchanged and nothing is emitted."""
@@ -141,7 +152,11 @@ def _earliest_timer(step: Step) -> Callable[[], None] | None:
             f"gateway:{gateway_id}|~heartbeat",
             partial(fire_heartbeat_deadline, step, gateway),
         )
-        consider(gateway.clock_unsync_confirm_at, f"gateway:{gateway_id}|~clock", partial(fire_clock, step, gateway))
+        consider(
+            gateway.clock_unsync_confirm_at,
+            f"gateway:{gateway_id}|~clock",
+            partial(fire_clock, step, gateway),
+        )
         for device_id, device in gateway.devices.items():
             consider(
                 device.disconnect_confirm_at,
@@ -218,4 +233,4 @@ def _after_manual_resolve(step: Step, alert: Alert) -> None:
         suppress_after_manual_resolve(gateway_track(step, alert.gateway_id), alert)
 
 
-__all__ = ["Decision", "EscalationError", "decide", "fire_due_timers", "subject_of"]
+__all__ = ["Decision", "EscalationError", "alert_subject", "decide", "fire_due_timers", "subject_of"]

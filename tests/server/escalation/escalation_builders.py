@@ -127,7 +127,7 @@ def status(
 def device(
     device_id: str = "ox-1",
     *,
-    kind: str = "pulse_oximeter",
+    kind: str = "ble_plx_continuous",
     connected: bool = True,
     battery: int | None = None,
     last_reading_at: datetime | None = None,

@@ -24,7 +24,9 @@ from server.escalation import (
     Role,
     Snooze,
     Tick,
+    alert_subject,
     decide,
+    subject_of,
     to_alert_event,
 )
 
@@ -278,3 +280,24 @@ def test_a_tighter_policy_changes_the_timeline() -> None:
         ("raised", 2, None),
         ("escalated", 3, at(1)),
     ]
+
+
+def test_every_input_names_the_subject_whose_state_it_touches() -> None:
+    run = Run()
+    inputs = [
+        assessment(at(0), 7, patient="p-3", gateway="gw-3"),
+        status("death", at(0), gateway="gw-4"),
+        event(BatteryLevel(kind="battery", device_id="ox-1", battery_pct=5), at(0), gateway="gw-5"),
+    ]
+    for item in inputs:
+        subject = subject_of(item)
+        changes = run.feed(item, at(0))
+        assert {
+            alert_subject(c.category, patient_id=c.patient_id, gateway_id=c.gateway_id) for c in changes
+        } == {subject}
+        assert {
+            a.subject for a in run.state.alerts.values() if a.alert_id in {c.alert_id for c in changes}
+        } == {subject}
+    assert subject_of(Tick()) is None
+    with pytest.raises(ValueError, match="patient id"):
+        alert_subject("clinical", patient_id=None, gateway_id="gw-1")

@@ -54,7 +54,7 @@ from server.escalation.config import SNOOZABLE
 PATIENTS = ("p-1", "p-2")
 GATEWAYS = ("gw-1", "gw-2")
 DEVICES = ("ox-1", "cuff-1")
-KINDS = {"ox-1": "pulse_oximeter", "cuff-1": "blood_pressure"}
+KINDS = {"ox-1": "ble_plx_continuous", "cuff-1": "ble_blood_pressure"}
 
 
 # ---- strategies for gateway traffic (actions are drawn in the machine, where the alert ids are) -------

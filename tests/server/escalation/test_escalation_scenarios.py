@@ -336,7 +336,7 @@ CLINICAL: dict[str, tuple[list[Step], list[str]]] = {
     ),
 }
 
-OFFLINE_DEVICES = [device("ox-1"), device("cuff-1", kind="blood_pressure")]
+OFFLINE_DEVICES = [device("ox-1"), device("cuff-1", kind="ble_blood_pressure")]
 
 TECHNICAL: dict[str, tuple[list[Step], list[str]]] = {
     "no heartbeat for 1.5 x the interval: offline exactly then; a heartbeat clears it": (
@@ -392,7 +392,9 @@ TECHNICAL: dict[str, tuple[list[Step], list[str]]] = {
             (
                 at(4),
                 event(
-                    DeviceConnected(kind="device_connected", device_id="ox-1", device_kind="pulse_oximeter"),
+                    DeviceConnected(
+                        kind="device_connected", device_id="ox-1", device_kind="ble_plx_continuous"
+                    ),
                     at(4),
                 ),
             ),
@@ -408,7 +410,9 @@ TECHNICAL: dict[str, tuple[list[Step], list[str]]] = {
             (
                 at(1),
                 event(
-                    DeviceConnected(kind="device_connected", device_id="ox-1", device_kind="pulse_oximeter"),
+                    DeviceConnected(
+                        kind="device_connected", device_id="ox-1", device_kind="ble_plx_continuous"
+                    ),
                     at(1),
                 ),
             ),
