@@ -371,9 +371,14 @@ class Ingestor:
 
         obs, score and event messages are written in bulk (one statement per table for the whole
         batch); status and cmd-ack messages, which are rare, one at a time afterwards."""
+        # Locks are always taken in one order: gateways (by id), then message ids, then patients. So
+        # workers storing overlapping batches wait for each other instead of deadlocking.
+        gateways = await repository.lock_gateways(
+            session, (item.where.gateway_id for item in items), received_at=received_at
+        )
         outcomes: dict[int, IngestOutcome] = {}
         sequenced = [item for item in items if isinstance(item.message, SequencedMessage)]
-        outcomes.update(await self._apply_sequenced(session, sequenced, received_at))
+        outcomes.update(await self._apply_sequenced(session, sequenced, gateways, received_at))
         for item in items:
             if isinstance(item.message, GatewayStatus):
                 outcomes[item.index] = await self._apply_status(session, item, item.message, received_at)
@@ -388,7 +393,11 @@ class Ingestor:
         return outcome
 
     async def _apply_sequenced(
-        self, session: AsyncSession, items: list[_Accepted], received_at: datetime
+        self,
+        session: AsyncSession,
+        items: list[_Accepted],
+        gateways: dict[str, GatewayRow],
+        received_at: datetime,
     ) -> dict[int, IngestOutcome]:
         """Dedup, sequence-track and store obs/score/event messages (in this order, per gateway)."""
         outcomes: dict[int, IngestOutcome] = {}
@@ -423,7 +432,6 @@ class Ingestor:
         by_gateway: dict[str, list[_Accepted]] = {}
         for item in claimed:
             by_gateway.setdefault(item.where.gateway_id, []).append(item)
-        gateways = await repository.lock_gateways(session, by_gateway, received_at=received_at)
         results: dict[int, repository.SequenceResult] = {}
         new_highest: dict[str, int] = {}
         new_gaps: list[tuple[str, SeqRange]] = []
@@ -494,7 +502,6 @@ class Ingestor:
         )
         if not claimed:
             return _outcome(item, received_at, OutcomeKind.DUPLICATE)
-        await repository.lock_gateway(session, ack.gateway_id, received_at=received_at)
         applied = await repository.acknowledge_command(session, ack, received_at=received_at)
         if applied is None:
             raise _Rejected(
