@@ -1,0 +1,77 @@
+"""``GET /api/v1/events``: live alert and patient-state changes as server-sent events.
+
+Authenticate with the Authorization header, or (for a browser's EventSource, which cannot send headers)
+with a single-use ticket from ``POST /api/v1/events/ticket``: ``/api/v1/events?ticket=…``. Each event is
+``event: <kind>`` with JSON ``data``; kinds are what the engine publishes (``alert``, ``patient``, …),
+``resync`` when this client fell behind and lost events (reload the lists), ``closed`` when the server
+stops. Comment lines keep an idle stream open through proxies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from server.api import schemas
+from server.api.context import ApiContext, ApiError
+from server.api.events import CLOSED
+from server.api.security import authenticate, context_of, require
+from server.auth import Account, Permission, may
+
+router = APIRouter(tags=["events"])
+Reader = Annotated[Account, Depends(require(Permission.READ))]
+
+
+@router.post("/events/ticket", summary="A single-use ticket to open the event stream from a browser")
+async def event_ticket(request: Request, account: Reader) -> schemas.EventTicket:
+    context = context_of(request)
+    return schemas.EventTicket(ticket=context.tickets.issue(account), expires_in_s=context.tickets.lifetime_s)
+
+
+async def _stream(context: ApiContext) -> AsyncIterator[str]:
+    keepalive = context.settings.events_keepalive_s
+    async with context.broadcaster.subscribe() as subscription:
+        yield "retry: 3000\n: connected\n\n"
+        while True:
+            try:
+                event = await asyncio.wait_for(subscription.next(), keepalive)
+            except TimeoutError:
+                yield ": keepalive\n\n"
+                continue
+            yield event.to_sse()
+            if event.kind == CLOSED:
+                return
+
+
+@router.get(
+    "/events",
+    summary="Live changes as server-sent events (text/event-stream)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def events(
+    request: Request, ticket: Annotated[str | None, Query(max_length=100)] = None
+) -> StreamingResponse:
+    context = context_of(request)
+    if ticket is not None:
+        account = context.tickets.redeem(ticket)
+        if account is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "the ticket is unknown, used or expired",
+                problems=[("query.ticket", "invalid")],
+            )
+    else:
+        account = await authenticate(request)
+    if not may(account.role, Permission.READ):
+        raise ApiError(403, "forbidden", f"role {account.role} may not read")
+    return StreamingResponse(
+        _stream(context),
+        media_type="text/event-stream",
+        headers={"X-Accel-Buffering": "no"},
+    )
