@@ -29,12 +29,13 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import distinct, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -60,6 +61,7 @@ from server.engine.tables import AlertDelivery
 from server.engine.webhook import HttpxTransport, WebhookTransport, headers
 from server.escalation import (
     Acknowledge,
+    ActionRefusedError,
     AlertChange,
     AlertNotOpenError,
     AssessmentReceived,
@@ -124,6 +126,12 @@ class _Pending:
     gateways: set[str] = field(default_factory=set)
 
 
+class LiveEvents(Protocol):
+    """``server.api.events.Broadcaster``: fan-out of live changes to the API's event streams."""
+
+    def publish(self, kind: str, data: Mapping[str, Any]) -> object: ...
+
+
 class EscalationEngine:
     """One worker's escalation engine. Several processes may run one each against one PostgreSQL."""
 
@@ -138,6 +146,7 @@ class EscalationEngine:
         webhook_transport: WebhookTransport | None = None,
         clock: Callable[[], datetime] = utc_now,
         worker_id: str = "worker",
+        broadcaster: LiveEvents | None = None,
     ) -> None:
         self.sessions = sessions
         self.policy = policy or EscalationPolicy()
@@ -150,6 +159,8 @@ class EscalationEngine:
         self._owned_transport: HttpxTransport | None = None
         self._clock = clock
         self.worker_id = worker_id
+        self.broadcaster = broadcaster
+        """In-process live events for the API's event stream (``server.api.events.Broadcaster``)."""
         self.counters = EngineCounters()
         self._timer_wake = asyncio.Event()
         self._delivery_wake = asyncio.Event()
@@ -250,6 +261,23 @@ class EscalationEngine:
             await repository.mark_command_sent(session, command.message_id, sent_at=self._clock())
         return command
 
+    # -- the API's AlertActions protocol (server.api.actions) --------------------------------------------
+
+    async def acknowledge_alert(self, alert_id: uuid.UUID, *, actor: ActingAccount, note: str | None) -> None:
+        await self.acknowledge(alert_id, actor=actor.account, role=_policy_role(alert_id, actor), note=note)
+
+    async def escalate_alert(self, alert_id: uuid.UUID, *, actor: ActingAccount, note: str | None) -> None:
+        await self.escalate(alert_id, actor=actor.account, role=_policy_role(alert_id, actor), note=note)
+
+    async def resolve_alert(self, alert_id: uuid.UUID, *, actor: ActingAccount, note: str) -> None:
+        await self.resolve(alert_id, actor=actor.account, role=_policy_role(alert_id, actor), note=note)
+
+    async def snooze_alert(
+        self, alert_id: uuid.UUID, *, actor: ActingAccount, duration_s: float, note: str | None
+    ) -> None:
+        role = _policy_role(alert_id, actor)
+        await self.snooze(alert_id, actor=actor.account, role=role, duration_s=duration_s, note=note)
+
     # -- the one transaction --------------------------------------------------------------------------
 
     async def _decide(self, subject: str, item: PolicyInput) -> list[AlertChange]:
@@ -276,15 +304,19 @@ class EscalationEngine:
                 )
                 await asyncio.sleep(0.05 * 2**attempt * (0.5 + random.random()))
                 continue
-            await self._committed([entry.change for entry in saved], decision.next_due_at)
+            await self._committed(saved, decision.next_due_at)
             return decision.changes
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _committed(self, changes: Sequence[AlertChange], next_due_at: datetime | None) -> None:
+    async def _committed(self, saved: Sequence[store.SavedEvent], next_due_at: datetime | None) -> None:
         if next_due_at is not None:
             self._timer_wake.set()
-        if not changes:
+        if not saved:
             return
+        changes = [entry.change for entry in saved]
+        if self.broadcaster is not None:
+            for entry in saved:
+                self.broadcaster.publish("alert", entry.event.model_dump(mode="json"))
         self.counters.alert_events += len(changes)
         for change in changes:
             if change.due_at is not None:
@@ -313,7 +345,7 @@ class EscalationEngine:
     async def fire_due(self) -> int:
         """Claim the subjects whose timers are due now and fire them; return how many were claimed."""
         now = self._clock()
-        changes: list[AlertChange] = []
+        changes: list[store.SavedEvent] = []
         next_due: list[datetime] = []
         claimed = 0
         for attempt in range(1, STORAGE_ATTEMPTS + 1):
@@ -332,7 +364,7 @@ class EscalationEngine:
                             webhooks=list(self.webhooks),
                             worker_id=self.worker_id,
                         )
-                        changes.extend(entry.change for entry in saved)
+                        changes.extend(saved)
                         if decision.next_due_at is not None:
                             next_due.append(decision.next_due_at)
                 break
@@ -509,6 +541,8 @@ class EscalationEngine:
                 self._pending.patients.add(state.patient_id)
                 continue
             published += 1
+            if self.broadcaster is not None:
+                self.broadcaster.publish("patient", state.model_dump(mode="json"))
         self.counters.patient_states_published += published
         return published
 
@@ -541,7 +575,7 @@ class EscalationEngine:
             inputs.extend(item for item in (_status_input(row) for row in gateways) if item is not None)
             patient_ids = (
                 await session.scalars(
-                    select(distinct(AssessmentRow.patient_id)).where(AssessmentRow.received_at >= since)
+                    select(AssessmentRow.patient_id).where(AssessmentRow.received_at >= since).distinct()
                 )
             ).all()
             for patient_id in sorted(patient_ids):
@@ -575,6 +609,31 @@ class EscalationEngine:
         """Return once ``predicate()`` holds, re-checking after every committed alert change."""
         async with self.changes_seen:
             await self.changes_seen.wait_for(predicate)
+
+
+class _HasValue(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class ActingAccount(Protocol):
+    """Who acts (``server.api.actions.Actor``): the token's account id and its role."""
+
+    @property
+    def account(self) -> str: ...
+
+    @property
+    def role(self) -> _HasValue: ...
+
+
+def _policy_role(alert_id: uuid.UUID, actor: ActingAccount) -> Role:
+    """The policy's role for an API role; a role the policy does not know (e.g. a viewer) may not act."""
+    try:
+        return Role(actor.role.value)
+    except ValueError:
+        raise ActionRefusedError(
+            f"role {actor.role.value} may not act on alerts", alert_id=alert_id, reason="role_not_allowed"
+        ) from None
 
 
 def _status_input(row: GatewayRow) -> StatusReceived | None:

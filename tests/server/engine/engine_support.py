@@ -9,7 +9,7 @@ from typing import Literal
 from server_support import T0
 
 from edge_agent import protocol
-from server.ingest import IngestOutcome, Ingestor
+from server.ingest import Ingestor, IngestOutcome
 
 HIGH_COMPONENTS: dict[str, int | None] = {
     "respiration": 3,

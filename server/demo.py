@@ -1,0 +1,393 @@
+"""``wardwatch demo``: the whole system on one machine, from nothing.
+
+::
+
+    wardwatch demo [--homes 5] [--speed 60] [--duration S] [--http-port 8080] [--broker URL]
+                   [--api-token T] [--state-dir .demo]
+
+1. A broker: ``--broker mqtt://host:port``, or else a private Mosquitto child process (Debian's
+   ``mosquitto``; ``make demo`` installs it) on a free loopback port, configured in the state directory.
+2. One server worker (``server.process.run_worker``) on SQLite in the state directory, its REST API on
+   ``--http-port``. An API token is created (role nurse) and printed with the URL; ``--api-token`` makes
+   that token valid instead (it must look like ``ww_<12 hex>_<secret>``).
+3. ``--homes`` simulated homes (``simulators.home.run_home``): each a real edge agent with its own outbox,
+   reading simulated devices that speak the real protocols, following a patient scenario. The mix always
+   starts with a deteriorating patient (sepsis).
+
+Simulated time runs ``--speed`` times faster than real time, so hours of a patient's course pass in
+minutes; the escalation policy's acknowledgement and re-notify timeouts are divided by the same factor (at
+least 5 s) so that escalations are visible too. Ctrl-C (or ``--duration`` seconds) stops everything:
+homes first, then the server, then the broker; a summary of what was stored is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.escalation import EscalationPolicy
+
+if TYPE_CHECKING:
+    from server.process import ServerRuntime
+
+logger = logging.getLogger(__name__)
+
+SCENARIO_MIX: Final = ("sepsis", "stable", "copd", "battery_drain", "bleed", "disconnects", "af_fast")
+"""Scenarios given to the homes in turn; the first is always a deteriorating patient."""
+START_HOUR: Final = {"sepsis": 15.0}
+"""Where in its course a scenario starts (hours), so the demo shows deterioration within minutes."""
+MOSQUITTO_CANDIDATES: Final = ("mosquitto", "/usr/sbin/mosquitto")
+MIN_TIMEOUT_S: Final = 5.0
+
+
+class DemoError(Exception):
+    """The demo cannot start (no broker binary, a port in use, a malformed token)."""
+
+
+def register_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run broker, server and simulated homes together on this machine",
+        description=(
+            "Start a private Mosquitto (unless --broker), a server on SQLite and N simulated homes; print "
+            "the API URL and a token. Ctrl-C stops everything."
+        ),
+    )
+    parser.add_argument("--homes", type=int, default=5, help="simulated homes (default 5)")
+    parser.add_argument(
+        "--speed", type=float, default=60.0, help="simulated seconds per real second (default 60)"
+    )
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+    parser.add_argument("--http-port", type=int, default=8080, help="REST API port (0: any free port)")
+    parser.add_argument(
+        "--broker", default=None, help="use this broker (mqtt://host:port) instead of a private one"
+    )
+    parser.add_argument("--api-token", default=None, help="make this token (ww_<12 hex>_<secret>) valid")
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path(".demo"), help="where the demo keeps its files"
+    )
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not 1 <= args.homes <= 200:
+        print("wardwatch demo: --homes must be between 1 and 200", file=sys.stderr)
+        return 2
+    if not 0.1 <= args.speed <= 10_000:
+        print("wardwatch demo: --speed must be between 0.1 and 10000", file=sys.stderr)
+        return 2
+    if args.duration is not None and args.duration <= 0:
+        print("wardwatch demo: --duration must be positive", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(
+            run_demo(
+                homes=args.homes,
+                speed=args.speed,
+                duration_s=args.duration,
+                http_port=args.http_port,
+                broker_url=args.broker,
+                api_token=args.api_token,
+                state_dir=args.state_dir.resolve(),
+            )
+        )
+    except DemoError as exc:
+        print(f"wardwatch demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def demo_policy(speed: float) -> EscalationPolicy:
+    """The default policy with acknowledgement and re-notify timeouts divided by ``speed``."""
+    base = EscalationPolicy()
+    if speed <= 1:
+        return base
+
+    def scaled(table: Mapping[Any, float]) -> dict[str, float]:
+        return {key: max(MIN_TIMEOUT_S, value / speed) for key, value in table.items()}
+
+    return EscalationPolicy.model_validate(
+        {
+            **base.model_dump(),
+            "ack_timeout_s": scaled(base.ack_timeout_s),
+            "renotify_after_s": scaled(base.renotify_after_s),
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The private broker
+
+
+def _find_mosquitto() -> str:
+    for candidate in MOSQUITTO_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    raise DemoError(
+        "no broker: Debian's 'mosquitto' is not installed (make demo installs it; or "
+        "`sudo apt-get install mosquitto`), and no --broker was given"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def private_broker(state_dir: Path) -> AsyncIterator[str]:
+    """A Mosquitto child process on a free loopback port; yields its URL, stops it on leaving."""
+    binary = _find_mosquitto()
+    port = _free_port()
+    workdir = state_dir / "mosquitto"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "persistence false\n"
+        "max_queued_messages 100000\n"
+        "log_dest stderr\n"
+        "log_type error\n"
+        "log_type warning\n",
+        encoding="utf-8",
+    )
+    log = (workdir / "mosquitto.log").open("ab")
+    process = await asyncio.create_subprocess_exec(
+        binary, "-c", str(config), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    try:
+        await _wait_listening(port, process)
+        logger.info("private broker (mosquitto pid %d) on 127.0.0.1:%d", process.pid, port)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(5):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        log.close()
+
+
+async def _wait_listening(port: int, process: asyncio.subprocess.Process) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            if process.returncode is not None:
+                raise DemoError(
+                    f"mosquitto exited with status {process.returncode} (see its log in the state dir)"
+                )
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+# --------------------------------------------------------------------------------------------------
+# Token, homes, summary
+
+
+async def _api_token(sessions: async_sessionmaker[AsyncSession], given: str | None) -> str:
+    from server.auth import DEFAULT_KDF, ApiToken, hash_secret, parse_token
+
+    if given is None:
+        from server.auth import create_token
+
+        return await create_token(sessions, "nurse", "demo-nurse", created_by="demo")
+    parsed = parse_token(given)
+    if parsed is None:
+        raise DemoError("--api-token must look like ww_<12 hex digits>_<secret>")
+    async with sessions() as session, session.begin():
+        existing = await session.scalar(select(ApiToken).where(ApiToken.key_id == parsed.key_id))
+        if existing is not None:
+            return given  # installed by an earlier run of the demo in this state directory
+        salt = __import__("secrets").token_bytes(16)
+        digest = await asyncio.to_thread(hash_secret, parsed.secret, salt, DEFAULT_KDF)
+        session.add(
+            ApiToken(
+                key_id=parsed.key_id,
+                name="demo-nurse",
+                role="nurse",
+                kdf=DEFAULT_KDF.label(),
+                salt=salt,
+                secret_hash=digest,
+                created_at=datetime.now(UTC),
+                created_by="demo",
+            )
+        )
+    return given
+
+
+async def _run_homes(broker_url: str, state_dir: Path, homes: int, speed: float) -> None:
+    from simulators.home import home_config, run_home
+
+    outboxes = state_dir / "gateways"
+    outboxes.mkdir(parents=True, exist_ok=True)
+    async with asyncio.TaskGroup() as group:
+        for index in range(homes):
+            scenario = SCENARIO_MIX[index % len(SCENARIO_MIX)]
+            gateway_id = f"demo-gw-{index + 1:02d}"
+            config = home_config(
+                gateway_id,
+                broker_url=broker_url,
+                scenario=scenario,
+                outbox_path=outboxes / f"{gateway_id}.db",
+                patient_id=f"demo-pt-{index + 1:02d}",
+            )
+            print(f"  home {gateway_id}: patient {config.patients[0].id}, scenario {scenario}", flush=True)
+            group.create_task(
+                run_home(
+                    config,
+                    scenario=scenario,
+                    seed=index + 1,
+                    speed=speed,
+                    start_h=START_HOUR.get(scenario, 0.0),
+                ),
+                name=f"home {gateway_id}",
+            )
+
+
+async def summary(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
+    from server.storage.models import Alert, AlertEventRecord, Assessment, Gateway, Observation
+
+    counts: dict[str, int] = {}
+    async with sessions() as session:
+        for name, model in (
+            ("gateways", Gateway),
+            ("observations", Observation),
+            ("assessments", Assessment),
+            ("alerts", Alert),
+            ("alert_events", AlertEventRecord),
+        ):
+            counts[name] = int(await session.scalar(select(func.count()).select_from(model)) or 0)
+    return counts
+
+
+async def run_demo(
+    *,
+    homes: int,
+    speed: float,
+    duration_s: float | None,
+    http_port: int,
+    broker_url: str | None,
+    api_token: str | None,
+    state_dir: Path,
+) -> int:
+    from server.engine import BrokerSettings, EngineSettings
+    from server.process import WorkerSettings, configure_logging, run_worker
+
+    configure_logging("text", logging.INFO)
+    logging.getLogger("server.ingest").setLevel(logging.WARNING)
+    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if broker_url is None:
+                broker_url = await stack.enter_async_context(private_broker(state_dir))
+            url = broker_url
+            if http_port == 0:
+                http_port = _free_port()
+            settings = WorkerSettings(
+                state_dir=state_dir,
+                worker_id="demo",
+                broker=BrokerSettings(url=url),
+                ingest={"share_group": None},
+                engine=EngineSettings(catch_up_hours=1),
+                escalation=demo_policy(speed),
+                api={"host": "127.0.0.1", "port": http_port},
+                log_format="text",
+            )
+            ready: asyncio.Future[ServerRuntime] = loop.create_future()
+            server = asyncio.create_task(
+                run_worker(settings, stop=stop, on_ready=ready.set_result), name="demo server"
+            )
+            runtime = await _first(ready, server, stop)
+            if runtime is None:
+                await server
+                return 0
+            token = await _api_token(runtime.sessions, api_token)
+            base = f"http://127.0.0.1:{runtime.http_port}"
+            print(
+                f"\nWardWatch demo running: {homes} simulated home(s) at {speed:g}x speed, broker {url}\n"
+                f"  API:      {base}/api/v1/patients   (OpenAPI: {base}/api/v1/openapi.json)\n"
+                f"  token:    {token}   (role nurse; send as 'Authorization: Bearer <token>')\n"
+                f"  try:      curl -H 'Authorization: Bearer {token}' {base}/api/v1/alerts\n"
+                f"  state:    {state_dir}\n"
+                f"Ctrl-C stops everything.\n",
+                flush=True,
+            )
+            homes_task = asyncio.create_task(_run_homes(url, state_dir, homes, speed), name="demo homes")
+            try:
+                async with asyncio.timeout(duration_s):
+                    await _until_stopped(stop, server, homes_task)
+            except TimeoutError:
+                pass
+            homes_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await homes_task
+            counts = await summary(runtime.sessions)
+            stop.set()
+            await server
+            print(
+                "WardWatch demo stopped: "
+                + ", ".join(f"{value} {name.replace('_', ' ')}" for name, value in counts.items()),
+                flush=True,
+            )
+            return 0
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _first(
+    ready: asyncio.Future[ServerRuntime], server: asyncio.Task[None], stop: asyncio.Event
+) -> ServerRuntime | None:
+    """The runtime once the server is ready; None when stopped first; the server's error if it failed."""
+    stopped = asyncio.create_task(stop.wait(), name="demo stop")
+    try:
+        waiting: set[asyncio.Future[Any]] = {ready, server, stopped}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if ready.done():
+        return ready.result()
+    if server.done():
+        server.result()  # raises the reason it ended
+        raise DemoError("the server stopped before it was ready")
+    return None
+
+
+async def _until_stopped(stop: asyncio.Event, server: asyncio.Task[None], homes: asyncio.Task[None]) -> None:
+    stopped = asyncio.create_task(stop.wait(), name="demo stop")
+    try:
+        done, _ = await asyncio.wait({stopped, server, homes}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    for task in (server, homes):
+        if task in done and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]

@@ -1,0 +1,272 @@
+"""One server worker process: migrations, ingest from the broker, the escalation engine, the REST API.
+
+::
+
+    wardwatch server --config server.toml          (or WARDWATCH_SERVER_... environment variables)
+
+At start the database is migrated (several workers starting at once take turns on a PostgreSQL advisory
+lock). Then, as named tasks of one TaskGroup:
+
+- ``ingest``: :class:`~server.ingest_mqtt.IngestConsumer` subscribed with QoS 1 (through
+  ``$share/<group>/`` when ``ingest.share_group`` is set, so several workers split the gateways'
+  traffic); after each message's transaction commits it calls the engine's ``handle_outcome``;
+- ``broker link``: the publishing connection (alert events, patient states, commands);
+- ``escalation``: the engine's timer, delivery and patient-state loops;
+- ``http``: the REST API (``server.api.create_app``) under uvicorn, when that package provides it.
+
+SIGTERM or SIGINT stops it gracefully: the HTTP server finishes the requests in flight, then the other
+tasks are cancelled (a message being stored is rolled back and not acknowledged, so the broker delivers it
+again), then the database pool closes. Exit status 0.
+
+Each worker needs its own ``worker_id`` (default: the host name): it names the MQTT client ids, whose
+persistent sessions keep unacknowledged messages across a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import uvicorn
+from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from server.api import ApiSettings, Broadcaster, DatabaseActions, create_app
+from server.engine import BrokerLink, BrokerSettings, EngineSettings, EscalationEngine, WebhookSettings
+from server.escalation import EscalationPolicy
+from server.ingest import Ingestor
+from server.ingest_mqtt import IngestConsumer
+from server.settings import ServerSettings
+from server.storage import create_engine, migrate, redacted, session_factory
+
+logger = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40].strip("-.") or "worker"
+    return name if name[0].isalnum() else f"w{name}"
+
+
+class WorkerSettings(ServerSettings):
+    """Everything one server process needs: the storage and ingest settings plus the broker, the
+    escalation policy, the engine, webhooks, the API and logging. ``WorkerSettings.load(path)`` reads a
+    TOML file; ``WARDWATCH_SERVER_...`` environment variables override it."""
+
+    worker_id: str = Field(default_factory=default_worker_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$")
+    broker: BrokerSettings = BrokerSettings()
+    engine: EngineSettings = EngineSettings()
+    escalation: EscalationPolicy = EscalationPolicy()
+    webhooks: list[WebhookSettings] = Field(default_factory=list, max_length=32)
+    api: ApiSettings = ApiSettings()
+    http_enabled: bool = True
+    """Serve the REST API from this process."""
+    log_format: Literal["json", "text"] = "json"
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> WorkerSettings:
+        settings = super().load(path)
+        assert isinstance(settings, WorkerSettings)
+        return settings
+
+
+# --------------------------------------------------------------------------------------------------
+# Logging (entry points configure logging; libraries only log)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the exception when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        task = asyncio.current_task() if _loop_running() else None
+        if task is not None:
+            entry["task"] = task.get_name()
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def configure_logging(log_format: Literal["json", "text"], level: str | int = "INFO") -> None:
+    import time
+
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        formatter: logging.Formatter = JsonLogFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+# --------------------------------------------------------------------------------------------------
+# The worker
+
+
+@dataclass(slots=True)
+class ServerRuntime:
+    """What a running worker is made of (the demo and tests look inside)."""
+
+    settings: WorkerSettings
+    database: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    ingestor: Ingestor
+    consumer: IngestConsumer
+    escalation: EscalationEngine
+    broker_link: BrokerLink
+    http_port: int | None = None
+    """The port the REST API listens on (None when it is not served)."""
+
+
+def _build_http(runtime: ServerRuntime, broadcaster: Broadcaster) -> uvicorn.Server:
+    """A uvicorn server for the REST API, with the engine behind its alert actions."""
+    settings = runtime.settings
+
+    async def publish_command(topic: str, payload: bytes) -> None:
+        await runtime.broker_link.publish(topic, payload, qos=1)
+
+    actions = DatabaseActions(runtime.sessions, alerts=runtime.escalation, publish_command=publish_command)
+    app = create_app(
+        sessionmaker=runtime.sessions,
+        settings=settings.api,
+        actions=actions,
+        publisher=broadcaster,
+        ingest_counters=runtime.ingestor.counters.snapshot,
+    )
+
+    class EmbeddedServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the worker owns SIGTERM/SIGINT and stops uvicorn itself
+
+    config = uvicorn.Config(
+        app,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    return EmbeddedServer(config)
+
+
+async def run_worker(
+    settings: WorkerSettings,
+    *,
+    stop: asyncio.Event,
+    on_ready: Callable[[ServerRuntime], None] | None = None,
+) -> None:
+    """Run one worker until ``stop`` is set."""
+    database = create_engine(
+        settings.database_url,
+        pool_size=settings.database.pool_size,
+        busy_timeout_s=settings.database.busy_timeout_s,
+        echo=settings.database.echo,
+    )
+    try:
+        if settings.database.migrate_on_start:
+            await migrate(database)
+        logger.info("worker %s using database %s", settings.worker_id, redacted(settings.database_url))
+        sessions = session_factory(database)
+        client_base = settings.broker.client_id or f"wardwatch-{settings.worker_id}"
+        link = BrokerLink(settings.broker.mqtt(f"{client_base}-pub", clean_start=True))
+        broadcaster = Broadcaster(queue_size=settings.api.events_queue_size)
+        escalation = EscalationEngine(
+            sessions,
+            policy=settings.escalation,
+            publisher=link,
+            settings=settings.engine,
+            webhooks=settings.webhooks,
+            worker_id=settings.worker_id,
+            broadcaster=broadcaster,
+        )
+        ingestor = Ingestor(sessions, settings.ingest)
+        consumer = IngestConsumer(
+            ingestor,
+            settings.broker.mqtt(f"{client_base}-ingest"),
+            share_group=settings.ingest.share_group,
+            on_outcome=escalation.handle_outcome,
+        )
+        runtime = ServerRuntime(settings, database, sessions, ingestor, consumer, escalation, link)
+        http = _build_http(runtime, broadcaster) if settings.http_enabled else None
+        async with asyncio.TaskGroup() as group:
+            background = [
+                group.create_task(link.run(), name="broker link"),
+                group.create_task(escalation.run(), name="escalation"),
+                group.create_task(consumer.run(), name="ingest"),
+            ]
+            http_task = group.create_task(http.serve(), name="http") if http is not None else None
+            ready = group.create_task(_when_ready(runtime, http, on_ready), name="readiness")
+            await stop.wait()
+            logger.info("worker %s stopping", settings.worker_id)
+            ready.cancel()
+            if http is not None and http_task is not None:
+                http.should_exit = True
+                await http_task
+            for task in background:
+                task.cancel()
+        logger.info("worker %s stopped", settings.worker_id)
+    finally:
+        await database.dispose()
+
+
+async def _when_ready(
+    runtime: ServerRuntime, http: Any, on_ready: Callable[[ServerRuntime], None] | None
+) -> None:
+    await runtime.consumer.connected.wait()
+    if http is not None:
+        while not http.started:  # noqa: ASYNC110 - uvicorn offers no event for this
+            await asyncio.sleep(0.05)
+        sockets = [sock for server in http.servers for sock in server.sockets]
+        runtime.http_port = sockets[0].getsockname()[1] if sockets else None
+    logger.info(
+        "worker %s ready: ingesting from %s:%d%s",
+        runtime.settings.worker_id,
+        runtime.consumer.mqtt.host,
+        runtime.consumer.mqtt.port,
+        f", API on http://{runtime.settings.api.host}:{runtime.http_port}" if runtime.http_port else "",
+    )
+    if on_ready is not None:
+        on_ready(runtime)
+
+
+async def serve_until_signalled(
+    settings: WorkerSettings, *, on_ready: Callable[[ServerRuntime], None] | None = None
+) -> None:
+    """Run one worker until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await run_worker(settings, stop=stop, on_ready=on_ready)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
