@@ -18,7 +18,8 @@ low for the hold period                never high: ``resolved`` by the policy; w
 
 The effective risk band is the higher of the gateway's ``risk`` and the band recomputed from ``total``
 and the components (>= 7 high, 5-6 medium, a single 3 low-medium), so a mislabelled assessment cannot
-hide a deterioration. Assessments older than the newest one applied for the patient are ignored.
+hide a deterioration. Assessments older than the newest one applied for the patient are ignored; one
+dated in the future (a gateway clock running ahead) counts as dated ``now``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def apply_assessment(
 ) -> None:
     """Apply one NEWS2 assessment (or a gateway's local alert, which carries no components)."""
     track = step.state.patients.setdefault(patient_id, PatientTrack())
+    # A gateway clock running ahead must not make every later assessment look old: the future is now.
+    assessed_at = min(assessed_at, step.now)
     if track.last_assessed_at is not None and assessed_at <= track.last_assessed_at:
         return  # older than what we already acted on: out-of-order delivery or replayed backlog
     track.last_assessed_at = assessed_at

@@ -38,6 +38,8 @@ PERMITTED_ROLES: Final[dict[Category, frozenset[Role]]] = {
 """Who may acknowledge, escalate, snooze or resolve an alert, by category. ``integration`` never acts."""
 
 HIGH_PRIORITIES: Final = frozenset({"high", "emergency"})
+REMINDER_PREFIX: Final = "still not acknowledged"
+"""Reason prefix of the reminders an unacknowledged alert at its ceiling sends every timeout."""
 
 
 @dataclass
@@ -88,10 +90,8 @@ def minutes(seconds: float) -> str:
 
 
 def _schedule_escalation(alert: Alert, anchor: datetime, policy: EscalationPolicy) -> None:
-    if alert.tier < alert.ceiling:
-        alert.escalation_due_at = anchor + timedelta(seconds=policy.ack_timeout(alert.priority))
-    else:
-        alert.escalation_due_at = None
+    """Next tier (or, at the ceiling, a reminder to the current tier) one timeout after ``anchor``."""
+    alert.escalation_due_at = anchor + timedelta(seconds=policy.ack_timeout(alert.priority))
 
 
 def open_alert(
@@ -211,6 +211,20 @@ def fire_escalation(step: Step, alert: Alert) -> None:
     due = alert.escalation_due_at
     assert due is not None
     waited = step.policy.ack_timeout(alert.priority)
+    if alert.tier >= alert.ceiling:
+        # At the ceiling: no higher tier, but an unacknowledged alert is never silently left. Remind the
+        # current tier every timeout; after an outage, once (the next reminder is the next grid point).
+        timeout = timedelta(seconds=waited)
+        missed = (step.now - due) // timeout
+        alert.escalation_due_at = due + (missed + 1) * timeout
+        step.emit(
+            alert,
+            "updated",
+            f"{REMINDER_PREFIX} at tier {alert.tier} (its highest) after {minutes(waited)}: "
+            f"tier {alert.tier} notified again",
+            due_at=due,
+        )
+        return
     _set_tier(alert, alert.tier + 1)
     _schedule_escalation(alert, due, step.policy)
     step.emit(

@@ -54,7 +54,7 @@ class Alert(_StateModel):
     snoozed_by: str | None = None
 
     escalation_due_at: UtcDatetime | None = None
-    """When the next tier is due if nobody acknowledges (only while unacknowledged and below ceiling)."""
+    """While unacknowledged: when the next tier is due, or at the ceiling the next reminder."""
     renotify_due_at: UtcDatetime | None = None
     """When an acknowledged alert that is still open is re-armed."""
     snoozed_until: UtcDatetime | None = None

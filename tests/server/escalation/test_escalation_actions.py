@@ -171,7 +171,7 @@ def test_ticking_twice_at_the_same_time_fires_nothing_twice() -> None:
     run, _ = _open(7)
     first = decide(run.state, Tick(), now=at(30), policy=run.policy)
     again = decide(first.state, Tick(), now=at(30), policy=run.policy)
-    assert len(first.changes) == 2
+    assert [c.action for c in first.changes] == ["escalated", "escalated", "updated"]  # tiers 3, 4, reminder
     assert again.changes == []
 
 
@@ -279,6 +279,7 @@ def test_a_tighter_policy_changes_the_timeline() -> None:
     assert [(c.action, c.tier, c.due_at) for c in run.changes] == [
         ("raised", 2, None),
         ("escalated", 3, at(1)),
+        ("updated", 3, at(2)),  # at its ceiling: a reminder, only one after a long gap
     ]
 
 

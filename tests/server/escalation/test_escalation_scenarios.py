@@ -99,13 +99,15 @@ def play(steps: list[Step], policy: EscalationPolicy | None = None) -> tuple[Run
 
 
 CLINICAL: dict[str, tuple[list[Step], list[str]]] = {
-    "medium unacknowledged climbs every 15 min to emergency dispatch, then stops": (
+    "medium unacknowledged climbs every 15 min to emergency dispatch, then reminds it every 5 min": (
         [(at(0), assessment(at(0), 5)), *[(at(m), TICK) for m in (14, 15, 29, 30, 45, 60, 600)]],
         [
             "0:00:00 raised news2 medium t1",
             "0:15:00 escalated news2 medium t2",
             "0:30:00 escalated news2 medium t3",
             "0:45:00 escalated news2 emergency t4",
+            "1:00:00 updated news2 emergency t4",
+            "10:00:00 updated news2 emergency t4",
         ],
     ),
     "high goes to tier 2 at once and climbs every 5 min": (
@@ -114,11 +116,19 @@ CLINICAL: dict[str, tuple[list[Step], list[str]]] = {
             "0:00:00 raised news2 high t2",
             "0:05:00 escalated news2 high t3",
             "0:10:00 escalated news2 emergency t4",
+            "0:15:00 updated news2 emergency t4",
+            "1:00:00 updated news2 emergency t4",
         ],
     ),
     "low-medium (a single 3) is tier 1 low priority, 30 min steps, ceiling tier 3": (
         [(at(0), assessment(at(0), 3, single_three=True)), *[(at(m), TICK) for m in (30, 60, 90, 600)]],
-        ["0:00:00 raised news2 low t1", "0:30:00 escalated news2 low t2", "1:00:00 escalated news2 low t3"],
+        [
+            "0:00:00 raised news2 low t1",
+            "0:30:00 escalated news2 low t2",
+            "1:00:00 escalated news2 low t3",
+            "1:30:00 updated news2 low t3",
+            "10:00:00 updated news2 low t3",
+        ],
     ),
     "a late scheduler catches up through every missed tier, each with its own due time": (
         [(at(0), assessment(at(0), 5)), (at(40), TICK)],
@@ -312,6 +322,10 @@ CLINICAL: dict[str, tuple[list[Step], list[str]]] = {
         [(at(0), assessment(at(0), 5)), (at(1), assessment(at(-5), 8))],
         ["0:00:00 raised news2 medium t1"],
     ),
+    "a gateway clock running ahead cannot hide later assessments": (
+        [(at(0), assessment(at(600), 2)), (at(1), assessment(at(1), 7))],
+        ["0:01:00 raised news2 high t2"],
+    ),
     "a mislabelled assessment cannot hide a high total": (
         [(at(0), assessment(at(0), 7, risk=Risk.LOW))],
         ["0:00:00 raised news2 high t2"],
@@ -360,9 +374,13 @@ TECHNICAL: dict[str, tuple[list[Step], list[str]]] = {
         ],
         ["0:02:00 raised gateway_offline medium t1", "0:05:00 resolved gateway_offline medium t1"],
     ),
-    "offline escalates to technical on-call and stops at tier 2": (
+    "offline escalates to technical on-call and stops at tier 2, reminding it": (
         [(at(0), status("death", at(0))), (at(15), TICK), (at(120), TICK)],
-        ["0:00:00 raised gateway_offline medium t1", "0:15:00 escalated gateway_offline medium t2"],
+        [
+            "0:00:00 raised gateway_offline medium t1",
+            "0:15:00 escalated gateway_offline medium t2",
+            "2:00:00 updated gateway_offline medium t2",
+        ],
     ),
     "a retained copy of an old heartbeat does not bring the gateway back": (
         [
@@ -623,3 +641,22 @@ def test_acknowledged_alert_is_due_for_renotification() -> None:
     alert = run.state.alerts[run.only_alert()]
     assert alert.escalation_due_at is None
     assert alert.renotify_due_at == at(2) + timedelta(hours=1)
+
+
+def test_at_the_ceiling_reminders_follow_the_timeout_grid_and_an_outage_sends_one() -> None:
+    run, _ = play([(at(0), assessment(at(0), 7)), (at(10), TICK)])
+    alert = run.state.alerts[run.only_alert()]
+    assert (alert.tier, alert.priority, alert.escalation_due_at) == (4, "emergency", at(15))
+    reminders = run.tick(at(47))
+    assert [(c.action, c.due_at, c.reason.startswith("still not acknowledged")) for c in reminders] == [
+        ("updated", at(15), True)
+    ]
+    assert run.state.alerts[run.only_alert()].escalation_due_at == at(50)
+
+
+def test_acknowledging_stops_the_reminders() -> None:
+    run, _ = play(
+        [(at(0), assessment(at(0), 7)), (at(10), TICK), (at(11), Act("acknowledge", role=Role.PHYSICIAN))]
+    )
+    assert run.tick(at(40)) == []
+    assert run.state.alerts[run.only_alert()].renotify_due_at == at(11) + timedelta(minutes=30)
