@@ -20,6 +20,9 @@ from edge_agent.protocol import QualityFlag, VitalCode
 
 from .errors import ScenarioError
 
+MAX_USES_PER_DAY: Final = 64
+"""Spot devices: the jitter of use ``j`` on day ``d`` is noise lattice point ``64 d + j``."""
+
 
 class DeviceKind(StrEnum):
     PULSE_OXIMETER_CONTINUOUS = "pulse_oximeter_continuous"
@@ -73,6 +76,8 @@ class Cadence:
         if self.period_s is not None and self.period_s < 1:
             raise ScenarioError(f"cadence {self.kind}: period_s must be a whole number of seconds >= 1")
         hours = self.times_of_day_h
+        if len(hours) > MAX_USES_PER_DAY:
+            raise ScenarioError(f"cadence {self.kind}: at most {MAX_USES_PER_DAY} uses a day")
         if any(not 0 <= h < 24 for h in hours) or list(hours) != sorted(set(hours)):
             raise ScenarioError(f"cadence {self.kind}: times_of_day_h must be ascending and in [0, 24)")
         if hours:

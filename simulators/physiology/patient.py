@@ -29,7 +29,7 @@ import numpy.typing as npt
 from edge_agent.protocol import VITALS, Consciousness, Observation, QualityFlag, TimeSource, VitalCode
 
 from . import faults as fault_queries
-from .cadence import CADENCES, Cadence, DeviceKind
+from .cadence import CADENCES, MAX_USES_PER_DAY, Cadence, DeviceKind
 from .course import (
     CIRCADIAN,
     LIMITS,
@@ -338,7 +338,7 @@ class Patient:
         last_day = math.floor((t1_s + self._local_sod0) / DAY_S) + 1
         days = np.arange(first_day, last_day + 1, dtype=np.int64)
         base = (days[:, None] * DAY_S - self._local_sod0 + slots[None, :]).reshape(-1)
-        index = (days[:, None] * 64 + np.arange(len(slots))[None, :]).reshape(-1)
+        index = (days[:, None] * MAX_USES_PER_DAY + np.arange(len(slots))[None, :]).reshape(-1)
         shift = np.clip(lattice_normal(self.seed, f"schedule/{device_kind}", index), -2.0, 2.0)
         times = np.round(base + cadence.jitter_s * shift).astype(np.int64)
         return times[(times >= t0_s) & (times < t1_s)]

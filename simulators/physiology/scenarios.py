@@ -211,13 +211,13 @@ _SCENARIO_LIST: Final = (
         SEPSIS_COURSE,
         Expectation(
             "Well for 8 h, then infection takes hold: pulse, respiratory rate and temperature rise and blood "
-            "pressure falls. Low for the first 8 h; NEWS2 high first between 10.5 h and 19.5 h (median "
+            "pressure falls. Low for the first 8 h; NEWS2 high first between 10 h and 19.5 h (median "
             "~15 h); new confusion from 24 h, high at every minute from then on.",
             bands=(
                 RiskBand(0, 8, highest=Risk.LOW),
                 RiskBand(24, 48, lowest=Risk.HIGH),
             ),
-            first_high_h=(10.5, 19.5),
+            first_high_h=(10.0, 19.5),
         ),
     ),
     Scenario(
@@ -330,13 +330,13 @@ _SCENARIO_LIST: Final = (
         SEPSIS_COURSE,
         Expectation(
             "The sepsis course, with the gateway's uplink down from 10 h to 20 h. NEWS2 is high first "
-            "between 10.5 h and 19.5 h, i.e. while the gateway is offline: the agent must score and alert "
+            "between 10 h and 19.5 h, i.e. while the gateway is offline: the agent must score and alert "
             "locally, keep every reading, and deliver the backlog when the uplink returns at 20 h.",
             bands=(
                 RiskBand(0, 8, highest=Risk.LOW),
                 RiskBand(24, 48, lowest=Risk.HIGH),
             ),
-            first_high_h=(10.5, 19.5),
+            first_high_h=(10.0, 19.5),
         ),
         faults=(fault(FaultKind.UPLINK_DOWN, 10, 20),),
     ),
