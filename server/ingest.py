@@ -2,7 +2,8 @@
 
 :meth:`Ingestor.ingest` is the whole job for one MQTT message and knows nothing about MQTT: the caller
 (``server.ingest_mqtt``) acknowledges the message to the broker only after ``ingest`` returns, which is
-after the transaction holding the message committed.
+after the transaction holding the message committed. :meth:`Ingestor.ingest_many` does the same for
+several messages in one transaction (one commit for many, which is what throughput depends on).
 
 For each message:
 
@@ -23,7 +24,8 @@ For each message:
 Database trouble is not the message's fault: lock timeouts, deadlocks and lost connections are retried
 (``ingest.storage_attempts``), then :class:`~server.storage.errors.StorageUnavailable` is raised so the
 caller does NOT acknowledge and the broker delivers the message again. A message the database rejects as
-data (a constraint or value error) is dead-lettered as ``storage_rejected``.
+data (a constraint or value error) is dead-lettered as ``storage_rejected``, one that hits a bug in this
+code as ``internal_error`` (with the traceback in the log), so one bad message never blocks the rest.
 """
 
 from __future__ import annotations
