@@ -12,7 +12,7 @@ from __future__ import annotations
 from server.storage.engine import create_engine, redacted, session_factory
 from server.storage.errors import MigrationError, StorageError, StorageUnavailable
 from server.storage.migrate import current_revision, head_revision, migrate
-from server.storage.retention import PurgeReport, purge_expired
+from server.storage.retention import PurgeReport, purge_expired, purge_periodically
 
 __all__ = [
     "MigrationError",
@@ -24,6 +24,7 @@ __all__ = [
     "head_revision",
     "migrate",
     "purge_expired",
+    "purge_periodically",
     "redacted",
     "session_factory",
 ]

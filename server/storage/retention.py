@@ -6,13 +6,15 @@ whatever their age: they are evidence of missing data until someone resolves the
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.settings import RetentionSettings
@@ -80,3 +82,25 @@ async def purge_expired(
         if deleted:
             logger.info("retention: deleted %d rows from %s older than %s", deleted, table.name, cutoff)
     return report
+
+
+async def purge_periodically(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: RetentionSettings,
+    *,
+    clock: Callable[[], datetime],
+    interval_s: float = 3600.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Purge now and then every ``interval_s`` until cancelled (a task for the server's TaskGroup).
+
+    Database trouble is logged and retried at the next interval; it never ends the loop. Several workers
+    may run it at once: deletes of the same rows simply find fewer."""
+    while True:
+        try:
+            report = await purge_expired(sessions, settings, now=clock())
+            if report.total:
+                logger.info("retention: deleted %d rows in all", report.total)
+        except (DBAPIError, OSError, TimeoutError) as exc:
+            logger.warning("retention purge failed, trying again in %.0f s: %s", interval_s, exc)
+        await sleep(interval_s)

@@ -307,3 +307,32 @@ async def test_sqlite_reader_does_not_hold_the_write_lock(
     finally:
         await reader_engine.dispose()
         await writer_engine.dispose()
+
+
+async def test_periodic_purge_runs_until_cancelled(
+    ingestor: Ingestor, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    from server.storage import purge_periodically
+
+    await ingestor.ingest(obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, 0)), at(0))
+    later = at(0) + timedelta(days=500)
+    rounds: list[float] = []
+    stop = asyncio.Event()
+
+    async def fake_sleep(seconds: float) -> None:  # the loop's pause, observed instead of waited out
+        rounds.append(seconds)
+        if len(rounds) == 2:
+            stop.set()
+            await asyncio.Event().wait()  # park until cancelled
+
+    task = asyncio.create_task(
+        purge_periodically(
+            sessions, RetentionSettings(), clock=lambda: later, interval_s=60, sleep=fake_sleep
+        )
+    )
+    await stop.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rounds == [60, 60]
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 0
