@@ -5,9 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PACKAGES := edge_agent drivers server simulators
 
-.PHONY: test lint typecheck pytest setup system-packages schema lock clean
+.PHONY: test demo lint typecheck pytest setup system-packages schema lock clean
 
 test: setup system-packages lint typecheck pytest
+
+# Broker, server and simulated homes on this machine (wardwatch demo --help for DEMO_ARGS).
+demo: setup system-packages
+	$(BIN)/wardwatch demo $(DEMO_ARGS)
 
 setup: $(VENV)/.installed
 

@@ -1,0 +1,213 @@
+"""``wardwatch server`` and ``wardwatch demo`` as real processes, against a real Mosquitto.
+
+The worker: gateway traffic in over MQTT, the alert out on ``wardwatch/v1/cc/alert`` and the patient's
+state retained on ``wardwatch/v1/cc/patient/{id}``, the REST API answering, SIGTERM ending it cleanly.
+The demo: its own Mosquitto, server and simulated homes for 15 s, observations stored, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sqlite3
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from support.broker import MosquittoBroker, free_port
+
+from edge_agent import protocol
+from edge_agent.mqtt import Message, MqttClient, MqttSettings
+
+WARDWATCH = str(Path(sys.executable).parent / "wardwatch")
+
+
+def _client(broker: MosquittoBroker, name: str) -> MqttClient:
+    return MqttClient(
+        MqttSettings.from_url(broker.url, client_id=f"{name}-{uuid.uuid4().hex[:8]}", clean_start=True)
+    )
+
+
+async def _wait_for_line(stream: asyncio.StreamReader, pattern: str, seen: list[str]) -> None:
+    while True:
+        line = await stream.readline()
+        if not line:
+            raise AssertionError("the process ended before logging " + pattern + "\n" + "".join(seen[-30:]))
+        text = line.decode(errors="replace")
+        seen.append(text)
+        if re.search(pattern, text):
+            return
+
+
+async def _drain(stream: asyncio.StreamReader, seen: list[str]) -> None:
+    while line := await stream.readline():
+        seen.append(line.decode(errors="replace"))
+
+
+async def _next_matching(messages: asyncio.Queue[Message], accept: Callable[[Message], bool]) -> Message:
+    while True:
+        message = await messages.get()
+        if accept(message):
+            return message
+
+
+@pytest.mark.slow
+async def test_worker_process_ingests_escalates_publishes_and_stops_on_sigterm(
+    broker_factory: Callable[..., MosquittoBroker], tmp_path: Path, gateway_id: str
+) -> None:
+    broker = broker_factory()
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "WARDWATCH_SERVER_STATE_DIR": str(tmp_path / "state"),
+        "WARDWATCH_SERVER_BROKER__URL": broker.url,
+        "WARDWATCH_SERVER_WORKER_ID": "test-worker",
+        "WARDWATCH_SERVER_API__PORT": str(api_port),
+        "WARDWATCH_SERVER_LOG_FORMAT": "json",
+    }
+    patient_id = "pt-process"
+    async with _client(broker, "cc") as command_center, _client(broker, "gw") as gateway:
+        await command_center.subscribe(protocol.CC_ALERT_TOPIC, protocol.cc_patient_topic(patient_id), qos=1)
+        inbox: asyncio.Queue[Message] = asyncio.Queue()
+
+        async def receive() -> None:
+            async for message in command_center.messages():
+                inbox.put_nowait(message)
+
+        process = await asyncio.create_subprocess_exec(
+            WARDWATCH, "server", env=env, stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        assert process.stderr is not None
+        log: list[str] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                receiver = group.create_task(receive())
+                async with asyncio.timeout(30):
+                    await _wait_for_line(process.stderr, r"worker test-worker ready", log)
+                draining = group.create_task(_drain(process.stderr, log))
+                assert all(json.loads(line)["level"] for line in log)  # structured: one JSON object a line
+
+                now = datetime.now(UTC)
+                birth = protocol.GatewayStatus(
+                    gateway_id=gateway_id,
+                    state="birth",
+                    session=1,
+                    sent_at=now,
+                    software_version="test",
+                    heartbeat_interval_s=600,
+                )
+                await gateway.publish(
+                    protocol.gateway_topic(gateway_id, "status"), protocol.encode(birth), qos=1, retain=True
+                )
+                components: dict[str, int | None] = dict.fromkeys(protocol.NEWS2_PARAMETERS, 0)
+                components.update(respiration=3, spo2=3, pulse=2)
+                high = protocol.Assessment(
+                    message_id=protocol.new_message_id(),
+                    gateway_id=gateway_id,
+                    seq=0,
+                    sent_at=now,
+                    patient_id=patient_id,
+                    assessed_at=now,
+                    total=8,
+                    components=components,
+                    risk=protocol.Risk.HIGH,
+                    complete=True,
+                    input_ages_s={},
+                    spo2_scale=1,
+                    on_oxygen=False,
+                    consciousness=protocol.Consciousness.ALERT,
+                )
+                await gateway.publish(
+                    protocol.gateway_topic(gateway_id, "score"), protocol.encode(high), qos=1
+                )
+
+                async with asyncio.timeout(15):
+                    alert_message = await _next_matching(inbox, lambda m: m.topic == protocol.CC_ALERT_TOPIC)
+                    state_message = await _next_matching(
+                        inbox,
+                        lambda m: (
+                            m.topic == protocol.cc_patient_topic(patient_id)
+                            and protocol.decode(protocol.PatientState, m.payload).open_alerts == 1
+                        ),
+                    )
+                event = protocol.decode(protocol.AlertEvent, alert_message.payload)
+                assert (event.action, event.category, event.patient_id, event.priority, event.tier) == (
+                    "raised",
+                    "clinical",
+                    patient_id,
+                    "high",
+                    2,
+                )
+                state = protocol.decode(protocol.PatientState, state_message.payload)
+                assert (state.risk, state.total, state.gateway_online) == (protocol.Risk.HIGH, 8, True)
+
+                async with httpx.AsyncClient() as http:
+                    health = await http.get(f"http://127.0.0.1:{api_port}/healthz")
+                    assert health.status_code == 200
+                    refused = await http.get(f"http://127.0.0.1:{api_port}/api/v1/alerts")
+                    assert refused.status_code == 401
+
+                process.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(15):
+                    status = await process.wait()
+                await draining
+                receiver.cancel()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert status == 0, "".join(log[-30:])
+    assert any("worker test-worker stopped" in line for line in log)
+    database = sqlite3.connect(tmp_path / "state" / "wardwatch.db")
+    try:
+        actions = database.execute("SELECT action FROM alert_events").fetchall()
+        delivered = database.execute("SELECT status FROM alert_deliveries").fetchall()
+    finally:
+        database.close()
+    assert actions == [("raised",)]
+    assert delivered == [("delivered",)]
+
+
+@pytest.mark.slow
+async def test_demo_runs_for_its_duration_stores_observations_and_exits_cleanly(tmp_path: Path) -> None:
+    state_dir = tmp_path / "demo"
+    process = await asyncio.create_subprocess_exec(
+        WARDWATCH,
+        "demo",
+        "--duration",
+        "15",
+        "--homes",
+        "2",
+        "--http-port",
+        "0",
+        "--state-dir",
+        str(state_dir),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(90):
+        output, _ = await process.communicate()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text[-3000:]
+    assert re.search(r"token:\s+ww_[0-9a-f]{12}_\S+", text), text[-3000:]
+    assert "scenario sepsis" in text
+    summary = re.search(r"WardWatch demo stopped: (\d+) gateways, (\d+) observations", text)
+    assert summary is not None, text[-3000:]
+    assert int(summary.group(1)) == 2 and int(summary.group(2)) > 0
+    database = sqlite3.connect(state_dir / "wardwatch.db")
+    try:
+        (stored,) = database.execute("SELECT count(*) FROM observations").fetchone()
+        patients = {row[0] for row in database.execute("SELECT DISTINCT patient_id FROM observations")}
+    finally:
+        database.close()
+    assert stored >= int(summary.group(2))  # batches in flight at the summary are stored before the exit
+    assert patients == {"demo-pt-01", "demo-pt-02"}
+    assert not list((state_dir / "mosquitto").glob("*.pid"))
