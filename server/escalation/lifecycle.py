@@ -179,17 +179,14 @@ def worsen(step: Step, alert: Alert, *, priority: Priority, tier: int, ceiling: 
         alert.ever_high = True
     alert.ceiling = max(alert.ceiling, ceiling)
     _set_tier(alert, max(alert.tier, tier))
-    was_quiet = alert.ack_state != "unacknowledged"
+    # An escalation already running for an unacknowledged alert is never delayed by a worsening; a tier
+    # that was just notified gets its full timeout.
+    running = alert.escalation_due_at if alert.ack_state == "unacknowledged" else None
     _clear_acknowledgement(alert)
+    _schedule_escalation(alert, step.now, step.policy)
+    if running is not None and alert.tier == before[1] and alert.escalation_due_at is not None:
+        alert.escalation_due_at = min(running, alert.escalation_due_at)
     went_up = (alert.priority, alert.tier) != before
-    if went_up or was_quiet or alert.escalation_due_at is None:
-        _schedule_escalation(alert, step.now, step.policy)
-    else:
-        # Same priority and tier, still unacknowledged: keep the earlier of the running and a fresh clock.
-        running = alert.escalation_due_at
-        _schedule_escalation(alert, step.now, step.policy)
-        if alert.escalation_due_at is not None:
-            alert.escalation_due_at = min(running, alert.escalation_due_at)
     if alert.risk is not None:
         alert.notified_risk = alert.risk
         alert.notified_total = alert.total

@@ -185,9 +185,7 @@ def apply_status(step: Step, status: GatewayStatus) -> None:
         gateway.dead_session = status.session
         gateway.heartbeat_deadline = None
         gateway.clock_unsync_confirm_at = None
-        for device in gateway.devices.values():
-            device.disconnect_confirm_at = None  # unknown while the gateway is away
-            device.probe_confirm_at = None
+        _forget_device_timers(gateway)
         raise_alarm(
             step,
             gateway,
@@ -213,15 +211,22 @@ def apply_status(step: Step, status: GatewayStatus) -> None:
     _apply_clock(step, gateway, status.clock_synchronized)
 
 
+def _forget_device_timers(gateway: GatewayTrack) -> None:
+    """While the gateway is away nothing is known about its devices: pending grace periods start again
+    from the first news after it is back (open alarms stay open)."""
+    for device in gateway.devices.values():
+        device.disconnect_confirm_at = None
+        device.probe_confirm_at = None
+        device.probe_off_since = None
+
+
 def fire_heartbeat_deadline(step: Step, gateway: GatewayTrack) -> None:
     due = gateway.heartbeat_deadline
     assert due is not None
     gateway.heartbeat_deadline = None
     gateway.online = False
     interval = gateway.heartbeat_interval_s or 0.0
-    for device in gateway.devices.values():
-        device.disconnect_confirm_at = None
-        device.probe_confirm_at = None
+    _forget_device_timers(gateway)
     gateway.clock_unsync_confirm_at = None
     raise_alarm(
         step,
@@ -273,6 +278,8 @@ def _set_connected(step: Step, gateway: GatewayTrack, device: DeviceTrack, conne
 def fire_disconnect(step: Step, gateway: GatewayTrack, device: DeviceTrack) -> None:
     due = device.disconnect_confirm_at
     device.disconnect_confirm_at = None
+    if device.kind in step.policy.intermittent_device_kinds:
+        return  # its kind became known during the grace: a spot-check device, disconnection is normal
     raise_alarm(
         step,
         gateway,

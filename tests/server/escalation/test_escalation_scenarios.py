@@ -181,6 +181,16 @@ CLINICAL: dict[str, tuple[list[Step], list[str]]] = {
             "0:36:00 escalated news2 emergency t4",
         ],
     ),
+    "a worsening never delays an escalation that is already running": (
+        [(at(0), assessment(at(0), 5)), (at(30), TICK), (at(44), assessment(at(44), 7)), (at(45), TICK)],
+        [
+            "0:00:00 raised news2 medium t1",
+            "0:30:00 escalated news2 medium t2",
+            "0:30:00 escalated news2 medium t3",
+            "0:44:00 escalated news2 high t3",
+            "0:45:00 escalated news2 emergency t4",
+        ],
+    ),
     "a total rise of 2 within the band re-arms an acknowledged alert": (
         [
             (at(0), assessment(at(0), 7)),
@@ -461,6 +471,40 @@ TECHNICAL: dict[str, tuple[list[Step], list[str]]] = {
             (at(2), spo2_reading(at(2))),
         ],
         ["0:01:00 raised probe_off medium t1", "0:02:00 resolved probe_off medium t1"],
+    ),
+    "a probe that was off when the gateway went away alarms again after it is back": (
+        [
+            (at(0), status("birth", at(0), interval=60)),
+            (at(0, 10), event(ProbeOff(kind="probe_off", device_id="ox-1", patient_id="p-1"), at(0, 10))),
+            (at(0, 30), status("death", at(0), interval=60)),
+            (at(5), status("birth", at(5), session=2, interval=60)),
+            (at(5, 10), event(ProbeOff(kind="probe_off", device_id="ox-1", patient_id="p-1"), at(5, 10))),
+            (at(6, 10), TICK),
+        ],
+        [
+            "0:00:30 raised gateway_offline medium t1",
+            "0:05:00 resolved gateway_offline medium t1",
+            "0:06:10 raised probe_off medium t1",
+        ],
+    ),
+    "a disconnected device whose kind turns out to be spot-check does not alarm": (
+        [
+            (
+                at(0),
+                event(DeviceDisconnected(kind="device_disconnected", device_id="cuff-1", reason="x"), at(0)),
+            ),
+            (
+                at(1),
+                status(
+                    "birth",
+                    at(1),
+                    interval=3600,
+                    devices=[device("cuff-1", kind="ble_blood_pressure", connected=False)],
+                ),
+            ),
+            (at(5), TICK),
+        ],
+        [],
     ),
     "probe back on within the grace never alarms": (
         [
