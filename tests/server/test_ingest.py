@@ -593,3 +593,31 @@ async def test_two_workers_with_overlapping_batches_store_each_message_once(
     assert await scalar(sessions, "SELECT count(*) FROM observations") == len(messages)
     async with sessions() as session:
         assert await repository.open_gaps(session) == []
+
+
+async def test_ingest_survives_postgresql_dropping_its_connections(
+    database_url: str, backend: str, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    """As when PostgreSQL restarts: every server connection is killed between two messages."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL connection loss")
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(database_url, pool_size=2)
+    worker = Ingestor(session_factory(engine), retry_delay_s=0.01)
+    try:
+        first = await worker.ingest(obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, 0)))
+        async with sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": make_url(database_url).database},
+            )
+        second = await worker.ingest(obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, 1)))
+    finally:
+        await engine.dispose()
+    assert (first.kind, second.kind) == (OutcomeKind.STORED, OutcomeKind.STORED)
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 4
