@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from edge_agent.protocol import CC_ALERT_TOPIC, AlertEvent, new_message_id
 from server.engine.tables import AlertDelivery, EscalationSubject
-from server.escalation import AlertChange, Decision, EscalationState, to_alert_event
+from server.escalation import AlertChange, Decision, EscalationState, alert_subject, to_alert_event
 from server.escalation.state import Alert as PolicyAlert
 from server.storage.models import Alert, AlertEventRecord
 
@@ -92,9 +92,7 @@ def policy_subject(row: Alert) -> str:
     """The policy subject holding an alert row's state."""
     if row.detail and isinstance(row.detail.get("policy_subject"), str):
         return str(row.detail["policy_subject"])
-    if row.category == "clinical":
-        return f"patient:{row.patient_id}"
-    return f"gateway:{row.gateway_id}"
+    return alert_subject(row.category, patient_id=row.patient_id, gateway_id=row.gateway_id)
 
 
 @dataclass(frozen=True, slots=True)
