@@ -69,6 +69,9 @@ from server.storage.repository import GatewayRow, SeqRange
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+MAX_MESSAGES_PER_TRANSACTION: Final = 500
+"""ingest_many splits longer lists (bulk statements stay far below the drivers' parameter limits)."""
+
 INGEST_CHANNELS: Final = (
     GatewayChannel.STATUS,
     GatewayChannel.OBS,
@@ -284,40 +287,45 @@ class Ingestor:
             else:
                 where, message = verdict
                 accepted.append(_Accepted(index, topic, payload, where, message))
-        if len(accepted) > 1:
-            ordered = sorted(accepted, key=lambda item: item.where.gateway_id)
-            label = f"{len(ordered)} messages"
-            try:
-                outcomes = await self._transaction(
-                    label, lambda session: self._apply_all(session, ordered, received_at)
-                )
-            except _Rejected as rejected:
-                logger.info("%s in a batch; storing the batch's messages one by one", rejected.reason.value)
-            else:
-                for item, outcome in zip(ordered, outcomes, strict=True):
-                    results[item.index] = outcome
-                    self._count(outcome)
-                accepted = []
-        for item in accepted:
-            try:
-                outcome = await self._transaction(
-                    f"a message from {item.where.gateway_id}", partial(self._apply_item, item, received_at)
-                )
-            except _Rejected as rejected:
-                outcome = await self._dead_letter(
-                    item.topic,
-                    item.where.gateway_id,
-                    item.payload,
-                    rejected.reason,
-                    rejected.detail,
-                    received_at,
-                )
-            else:
-                self._count(outcome)
-            results[item.index] = outcome
+        for start in range(0, len(accepted), MAX_MESSAGES_PER_TRANSACTION):
+            chunk = accepted[start : start + MAX_MESSAGES_PER_TRANSACTION]
+            if len(chunk) > 1:
+                ordered = sorted(chunk, key=lambda item: item.where.gateway_id)
+                try:
+                    outcomes = await self._transaction(
+                        f"{len(ordered)} messages",
+                        partial(self._apply_all, items=ordered, received_at=received_at),
+                    )
+                except _Rejected as rejected:
+                    logger.info("%s in a batch; storing its messages one by one", rejected.reason.value)
+                else:
+                    for item, outcome in zip(ordered, outcomes, strict=True):
+                        results[item.index] = outcome
+                        self._count(outcome)
+                    continue
+            for item in chunk:
+                results[item.index] = await self._store_one(item, received_at)
         done = [outcome for outcome in results if outcome is not None]
         assert len(done) == len(messages)
         return done
+
+    async def _store_one(self, item: _Accepted, received_at: datetime) -> IngestOutcome:
+        try:
+            outcome = await self._transaction(
+                f"a message from {item.where.gateway_id}", partial(self._apply_item, item, received_at)
+            )
+        except _Rejected as rejected:
+            outcome = await self._dead_letter(
+                item.topic,
+                item.where.gateway_id,
+                item.payload,
+                rejected.reason,
+                rejected.detail,
+                received_at,
+            )
+        else:
+            self._count(outcome)
+        return outcome
 
     def _validate(self, topic: str, payload: bytes) -> tuple[GatewayTopic, WireModel] | _Rejected:
         try:

@@ -621,3 +621,35 @@ async def test_ingest_survives_postgresql_dropping_its_connections(
         await engine.dispose()
     assert (first.kind, second.kind) == (OutcomeKind.STORED, OutcomeKind.STORED)
     assert await scalar(sessions, "SELECT count(*) FROM observations") == 4
+
+
+async def test_long_lists_are_split_into_several_transactions(
+    ingestor: Ingestor,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import server.ingest
+
+    monkeypatch.setattr(server.ingest, "MAX_MESSAGES_PER_TRANSACTION", 3)
+    unknown_ack = protocol.CommandAck(
+        message_id=protocol.new_message_id(),
+        gateway_id=gateway_id,
+        command_id=uuid.uuid4(),
+        ok=False,
+        detail="no such command",
+        acked_at=at(0),
+    )
+    messages = [
+        (obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, seq))) for seq in range(7)
+    ]
+    messages.insert(4, (topic_for(unknown_ack), protocol.encode(unknown_ack)))  # in the second chunk
+
+    outcomes = await ingestor.ingest_many(messages, RECEIVED)
+
+    assert [o.kind for o in outcomes].count(OutcomeKind.STORED) == 7
+    assert outcomes[4].reason is DeadLetterReason.UNKNOWN_COMMAND
+    assert [o.message.seq for o in outcomes if o.kind is OutcomeKind.STORED] == list(range(7))  # type: ignore[union-attr]
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 14
+    async with sessions() as session:
+        assert await repository.open_gaps(session) == []
