@@ -1,0 +1,233 @@
+"""``wardwatch sim fleet``: wire-contract load from N simulated gateways, with live progress and a summary.
+
+Exit status: 0 when every message sent was acknowledged, 1 when the broker refused or never acknowledged
+some, 2 for a usage error or a broker the first gateway cannot reach, 130 after Ctrl-C (once: stop
+planning, drain, publish deaths; twice: abandon).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from edge_agent.mqtt import TlsFiles
+from simulators.fleet.display import show_progress, summary_table
+from simulators.fleet.runner import BrokerUnreachable, Fleet, FleetConfig, FleetError
+from simulators.fleet.traffic import STREAMS, TrafficError, TrafficPlan
+from simulators.physiology import SCENARIOS
+
+EXIT_OK = 0
+EXIT_UNACKNOWLEDGED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _scenario_weights(values: list[str] | None) -> dict[str, float]:
+    if not values:
+        return {"stable": 1.0}
+    weights: dict[str, float] = {}
+    for value in values:
+        name, _, weight = value.partition("=")
+        try:
+            weights[name] = float(weight) if weight else 1.0
+        except ValueError:
+            raise TrafficError(f"--scenario {value!r}: the weight after '=' must be a number") from None
+    return weights
+
+
+def config_from_args(args: argparse.Namespace) -> FleetConfig:
+    """The fleet configuration, or FleetError / TrafficError naming the option that is wrong."""
+    tls = None
+    if args.tls_ca is not None:
+        tls = TlsFiles(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key)
+    elif args.tls_cert is not None or args.tls_key is not None:
+        raise FleetError("--tls-cert and --tls-key need --tls-ca")
+    plan = TrafficPlan(
+        seed=args.seed,
+        rate=args.rate,
+        batch_interval_s=args.batch_interval,
+        score_interval_s=args.score_interval,
+        scenarios=_scenario_weights(args.scenario),
+        scenario_hour=args.scenario_hour,
+        gateway_prefix=args.gateway_prefix,
+        patient_prefix=args.patient_prefix,
+    )
+    return FleetConfig(
+        broker_url=args.broker,
+        homes=args.homes,
+        duration_s=args.duration,
+        plan=plan,
+        tls=tls,
+        username=args.username,
+        password=args.password,
+        heartbeat_interval_s=args.heartbeat_interval,
+        connect_rate=args.connect_rate,
+        max_inflight=args.max_inflight,
+        drain_timeout_s=args.drain_timeout,
+        session=args.session,
+        measure_e2e=args.measure_e2e,
+    )
+
+
+async def run_fleet(
+    config: FleetConfig, *, first_home: int = 0, console: Console | None = None
+) -> tuple[dict[str, object], int]:
+    """Run the fleet with progress on ``console``; return the summary and the exit status."""
+    console = console or Console()
+    fleet = Fleet(config, first_home=first_home)
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+    main_task = asyncio.current_task()
+
+    def interrupted() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            fleet.request_stop()
+        elif main_task is not None:
+            main_task.cancel()
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, interrupted)
+            installed.append(signum)
+    progress = asyncio.create_task(show_progress(fleet.stats, config, console), name="fleet-progress")
+    try:
+        await fleet.run()
+    except asyncio.CancelledError:
+        fleet.stats.interrupted = True
+        if interrupts < 2:
+            raise
+    finally:
+        progress.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await progress  # a failure of the display surfaces here
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    summary = fleet.stats.summary(config)
+    messages = summary["messages"]
+    assert isinstance(messages, dict)
+    if fleet.stats.interrupted:
+        status = EXIT_INTERRUPTED
+    elif messages["refused"] or messages["unacknowledged"]:
+        status = EXIT_UNACKNOWLEDGED
+    else:
+        status = EXIT_OK
+    return summary, status
+
+
+def _run(args: argparse.Namespace) -> int:
+    prog = "wardwatch sim fleet"
+    try:
+        config = config_from_args(args)
+    except (FleetError, TrafficError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    console = Console()
+    try:
+        summary, status = asyncio.run(run_fleet(config, first_home=args.first_home, console=console))
+    except BrokerUnreachable as exc:
+        print(f"{prog}: error: cannot reach the broker at {config.broker_url}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FleetError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    console.print(summary_table(summary))
+    if args.json_summary is not None:
+        args.json_summary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return status
+
+
+def register_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "fleet",
+        help="publish wire-contract load from N simulated gateways",
+        description=(
+            "Publish real wire-contract traffic (births, heartbeats, observation batches, NEWS2 "
+            "assessments, device events, deaths) from N simulated gateways, one MQTT connection each, "
+            "and report sent, acknowledged, rate and latency. Exit 0 when everything was acknowledged, "
+            "1 when something was refused or never acknowledged, 2 for usage errors or an unreachable "
+            "broker."
+        ),
+    )
+    parser.add_argument("--homes", type=int, required=True, help="number of simulated gateways (homes)")
+    parser.add_argument("--broker", required=True, help="broker URL: mqtt://host:1883 or mqtts://host:8883")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=float(len(STREAMS)),
+        help=f"observations per second per home (default {len(STREAMS)}: each of the {len(STREAMS)} vital "
+        "streams at 1 Hz)",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="seconds of traffic per home (default 60)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of patients and scenarios (default 0)")
+    parser.add_argument(
+        "--batch-interval", type=float, default=1.0, help="seconds between observation batches (default 1)"
+    )
+    parser.add_argument(
+        "--score-interval",
+        type=float,
+        default=60.0,
+        help="seconds between NEWS2 assessments per home; 0 for none (default 60)",
+    )
+    parser.add_argument(
+        "--heartbeat-interval", type=float, default=30.0, help="seconds between heartbeats (default 30)"
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        metavar="NAME[=WEIGHT]",
+        help=f"patient scenario, repeatable with weights (default stable); one of: {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--scenario-hour", type=float, default=0.0, help="scenario hour at which traffic begins (default 0)"
+    )
+    parser.add_argument(
+        "--gateway-prefix", default="sim-gw", help="gateway ids are PREFIX-00000 … (default sim-gw)"
+    )
+    parser.add_argument(
+        "--patient-prefix", default="sim-pt", help="patient ids are PREFIX-00000 … (default sim-pt)"
+    )
+    parser.add_argument(
+        "--first-home",
+        type=int,
+        default=0,
+        help="index of the first home, to split one fleet over several processes (default 0)",
+    )
+    parser.add_argument(
+        "--connect-rate", type=float, default=200.0, help="gateways started per second (default 200)"
+    )
+    parser.add_argument(
+        "--max-inflight", type=int, default=20, help="unacknowledged messages per gateway (default 20)"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for outstanding PUBACKs after the last batch (default 30)",
+    )
+    parser.add_argument(
+        "--session", type=int, default=None, help="first session number (default: current Unix time)"
+    )
+    parser.add_argument(
+        "--measure-e2e",
+        action="store_true",
+        help="subscribe to the fleet's topics and report publish-to-delivery latency",
+    )
+    parser.add_argument("--tls-ca", type=Path, help="CA certificate of the broker (with mqtts://)")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", type=Path, help="client private key (mutual TLS)")
+    parser.add_argument("--username", help="MQTT user name")
+    parser.add_argument("--password", help="MQTT password")
+    parser.add_argument("--json-summary", type=Path, metavar="PATH", help="also write the summary as JSON")
+    parser.set_defaults(run=_run)

@@ -1,0 +1,403 @@
+"""``wardwatch sim fleet``: real Mosquitto, a real subscriber counting like a ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.broker import MosquittoBroker
+
+from edge_agent.mqtt import MqttClient, MqttSettings
+from edge_agent.protocol import (
+    NEWS2_PARAMETERS,
+    Assessment,
+    Event,
+    GatewayChannel,
+    GatewayStatus,
+    ObservationBatch,
+    decode_gateway_message,
+    gateway_filter,
+)
+from edge_agent.scoring import news2_one
+from simulators.fleet import Fleet, FleetConfig, FleetError, HomeTraffic, LatencyHistogram, TrafficPlan
+from simulators.fleet.traffic import STREAMS, TrafficError
+
+REPO = Path(__file__).resolve().parents[2]
+WARDWATCH = Path(sys.executable).parent / "wardwatch"
+
+
+def _contents(plan: TrafficPlan, index: int, ticks: int) -> list[tuple[str, object]]:
+    home = HomeTraffic(plan, index, start=datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    return [(str(message.channel), message.body) for i in range(ticks) for message in home.tick(i)]
+
+
+# -- traffic: pure --------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_contents_other_seed_other_values() -> None:
+    plan = TrafficPlan(
+        seed=7, rate=12, batch_interval_s=0.5, score_interval_s=5, scenarios={"sepsis": 1, "stable": 1}
+    )
+    first, again = _contents(plan, 3, 40), _contents(plan, 3, 40)
+    assert first == again
+    other = _contents(TrafficPlan(seed=8, rate=12, batch_interval_s=0.5, score_interval_s=5), 3, 40)
+    values = [o.value for channel, body in first if channel == "obs" for o in body]  # type: ignore[attr-defined]
+    other_values = [o.value for channel, body in other if channel == "obs" for o in body]  # type: ignore[attr-defined]
+    assert len(values) == len(other_values) == 12 * 20
+    assert values != other_values
+
+
+def test_observation_schedule_rate_streams_and_timestamps() -> None:
+    plan = TrafficPlan(rate=6, batch_interval_s=1, score_interval_s=0)
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    home = HomeTraffic(plan, 0, start=start)
+    ticks = [home.tick(i) for i in range(10)]
+    assert [m.channel for m in ticks[0]] == [GatewayChannel.EVENT] * 4 + [GatewayChannel.OBS]
+    observations = [o for tick in ticks for m in tick if m.channel is GatewayChannel.OBS for o in m.body]  # type: ignore[union-attr]
+    assert len(observations) == 60
+    assert [o.vital for o in observations[:6]] == list(STREAMS)
+    for k, observation in enumerate(observations):
+        assert (observation.measured_at - start).total_seconds() == pytest.approx(k / 6, abs=1e-6)
+        assert observation.patient_id == "sim-pt-00000"
+        assert observation.device_id.startswith("sim-gw-00000-")
+
+
+def test_fractional_rate_spreads_observations_without_loss() -> None:
+    plan = TrafficPlan(rate=0.7, batch_interval_s=1, score_interval_s=0)
+    home = HomeTraffic(plan, 0, start=datetime(2026, 3, 1, tzinfo=UTC))
+    counts = [sum(m.observations for m in home.tick(i)) for i in range(100)]
+    assert sum(counts) == 70
+    assert set(counts) == {0, 1}
+
+
+def test_assessments_are_news2_of_the_latest_values_sent() -> None:
+    plan = TrafficPlan(
+        seed=3, rate=6, batch_interval_s=1, score_interval_s=10, scenarios={"sepsis": 1}, scenario_hour=20
+    )
+    home = HomeTraffic(plan, 5, start=datetime(2026, 3, 1, tzinfo=UTC))
+    latest: dict[str, float] = {}
+    assessments = 0
+    for i in range(60):
+        for message in home.tick(i):
+            if message.channel is GatewayChannel.OBS:
+                for observation in message.body:  # type: ignore[union-attr]
+                    latest[observation.vital] = observation.value
+            elif message.channel is GatewayChannel.SCORE:
+                assessments += 1
+                body = message.body
+                expected = news2_one(
+                    respiratory_rate=latest["respiratory_rate"],
+                    spo2=latest["spo2"],
+                    systolic_bp=latest["systolic_bp"],
+                    pulse=latest["heart_rate"],
+                    temperature=latest["body_temperature"],
+                    on_oxygen=body.on_oxygen,  # type: ignore[union-attr]
+                    alert=body.consciousness == "A",  # type: ignore[union-attr]
+                    spo2_scale=body.spo2_scale,  # type: ignore[union-attr]
+                )
+                assert body.total == expected.total  # type: ignore[union-attr]
+                assert list(body.components.values()) == list(expected.components)  # type: ignore[union-attr]
+                assert list(body.components) == list(NEWS2_PARAMETERS)  # type: ignore[union-attr]
+                assert body.complete  # type: ignore[union-attr]
+    # Instants 10, 20, ..., 60 s (the one at 60 s falls in tick 59's interval end: not included).
+    assert assessments == 5
+
+
+@settings(max_examples=40)
+@given(
+    rate=st.floats(min_value=0.1, max_value=200),
+    interval=st.sampled_from([0.1, 0.25, 0.5, 1.0, 2.0]),
+    ticks=st.integers(min_value=1, max_value=30),
+)
+def test_every_observation_planned_exactly_once(rate: float, interval: float, ticks: int) -> None:
+    plan = TrafficPlan(rate=rate, batch_interval_s=interval, score_interval_s=0)
+    home = HomeTraffic(plan, 0, start=datetime(2026, 3, 1, tzinfo=UTC))
+    count = sum(m.observations for i in range(ticks) for m in home.tick(i))
+    assert count == math.ceil(ticks * interval * rate - 1e-9)
+
+
+def test_plan_rejects_what_the_wire_contract_would_refuse() -> None:
+    with pytest.raises(TrafficError, match="at most 1000"):
+        TrafficPlan(rate=2000, batch_interval_s=1)
+    with pytest.raises(TrafficError, match="unknown scenario"):
+        TrafficPlan(scenarios={"flu": 1})
+    with pytest.raises(FleetError, match="mqtt://"):
+        FleetConfig(broker_url="http://localhost", homes=1, duration_s=1)
+
+
+# -- latency histogram --------------------------------------------------------------------------------
+
+
+@given(
+    st.lists(st.floats(min_value=1e-4, max_value=100), min_size=1, max_size=300),
+    st.sampled_from([50, 95, 99]),
+)
+def test_histogram_percentile_within_one_percent(values: list[float], q: int) -> None:
+    histogram = LatencyHistogram()
+    for value in values:
+        histogram.record(value)
+    ordered = sorted(values)
+    exact = ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+    reported = histogram.percentile(q)
+    assert reported is not None
+    assert reported == pytest.approx(exact, rel=0.01)
+    assert histogram.summary().max_ms == pytest.approx(max(values) * 1000, abs=1e-3)
+
+
+# -- against Mosquitto ----------------------------------------------------------------------------------
+
+
+class Ledger:
+    """What a subscriber received from the fleet, validated with the wire contract."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.seqs: dict[str, list[int]] = defaultdict(list)
+        self.message_ids: set[str] = set()
+        self.kinds: dict[str, int] = defaultdict(int)
+        self.observations = 0
+        self.statuses: dict[str, list[GatewayStatus]] = defaultdict(list)
+        self.values: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        self.changed = asyncio.Event()
+
+    def sequenced(self) -> int:
+        return sum(len(seqs) for seqs in self.seqs.values())
+
+    def take(self, topic: str, payload: bytes) -> None:
+        self.changed.set()
+        where, message = decode_gateway_message(topic, payload)
+        if not where.gateway_id.startswith(self.prefix):
+            return
+        if isinstance(message, GatewayStatus):
+            self.statuses[where.gateway_id].append(message)
+            return
+        assert isinstance(message, ObservationBatch | Assessment | Event)
+        self.seqs[where.gateway_id].append(message.seq)
+        self.message_ids.add(str(message.message_id))
+        self.kinds[str(where.channel)] += 1
+        if isinstance(message, ObservationBatch):
+            self.observations += len(message.observations)
+            self.values[where.gateway_id].extend((str(o.vital), o.value) for o in message.observations)
+
+
+async def _subscribe(
+    broker: MosquittoBroker, ledger: Ledger, ready: asyncio.Event, stop: asyncio.Event
+) -> None:
+    settings = MqttSettings.from_url(
+        broker.url,
+        client_id=f"ledger-{uuid.uuid4().hex[:8]}",
+        clean_start=True,
+        session_expiry_s=0,
+        receive_maximum=1000,
+    )
+    async with MqttClient(settings) as client:
+        await client.subscribe(gateway_filter())
+        ready.set()
+        messages = client.messages()
+        while not stop.is_set():
+            next_message = asyncio.ensure_future(anext(messages))
+            stopping = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({next_message, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if next_message in done:
+                message = next_message.result()
+                ledger.take(message.topic, message.payload)
+            else:
+                next_message.cancel()
+            stopping.cancel()
+
+
+async def _run_with_ledger(broker: MosquittoBroker, config: FleetConfig) -> tuple[Fleet, Ledger]:
+    ledger = Ledger(config.plan.gateway_prefix)
+    ready, stop = asyncio.Event(), asyncio.Event()
+    subscriber = asyncio.create_task(_subscribe(broker, ledger, ready, stop))
+    await ready.wait()
+    fleet = Fleet(config)
+    await fleet.run()
+    expected = fleet.stats.total(fleet.stats.acknowledged) - fleet.stats.acknowledged["status"]
+    async with asyncio.timeout(10):
+        while ledger.sequenced() < expected or any(
+            not statuses or statuses[-1].state != "death" for statuses in ledger.statuses.values()
+        ):
+            ledger.changed.clear()
+            await ledger.changed.wait()
+    stop.set()
+    await subscriber
+    return fleet, ledger
+
+
+@pytest.fixture
+def fleet_broker(broker_factory: Callable[..., MosquittoBroker]) -> MosquittoBroker:
+    """A private broker: the fleet leaves retained statuses behind, which other tests must not see."""
+    return broker_factory(extra_config="set_tcp_nodelay true")
+
+
+async def test_twenty_homes_ledger(fleet_broker: MosquittoBroker) -> None:
+    prefix = f"gw{uuid.uuid4().hex[:6]}"
+    plan = TrafficPlan(
+        seed=11,
+        rate=60,
+        batch_interval_s=0.1,
+        score_interval_s=0.5,
+        gateway_prefix=prefix,
+        scenarios={"stable": 3, "sepsis": 1},
+    )
+    config = FleetConfig(
+        broker_url=fleet_broker.url,
+        homes=20,
+        duration_s=2.0,
+        plan=plan,
+        heartbeat_interval_s=0.5,
+        connect_rate=500,
+        measure_e2e=True,
+        session=5,
+    )
+    fleet, ledger = await _run_with_ledger(fleet_broker, config)
+    stats = fleet.stats
+    summary = stats.summary(config)
+    messages = summary["messages"]
+    assert isinstance(messages, dict)
+
+    # Every gateway delivered a contiguous sequence from 0, and only its own.
+    assert set(ledger.seqs) == {plan.gateway_id(i) for i in range(20)}
+    for gateway_id, seqs in ledger.seqs.items():
+        assert seqs == list(range(len(seqs))), gateway_id
+        assert stats.gateways[gateway_id].next_seq == len(seqs)
+    # 20 ticks of 6 observations, 4 device events and 3 assessments (0.5, 1.0, 1.5 s) per gateway.
+    assert ledger.kinds == {"obs": 20 * 20, "event": 20 * 4, "score": 20 * 3}
+    assert ledger.observations == 20 * 20 * 6 == stats.observations_acknowledged
+    # Every acknowledged message was received, nothing was refused or lost, the counts agree.
+    assert messages["refused"] == 0 and messages["unacknowledged"] == 0
+    assert (
+        messages["sequenced_acknowledged"] == len(ledger.message_ids) == sum(map(len, ledger.seqs.values()))
+    )
+    assert summary["end_to_end"] == {"received": len(ledger.message_ids), "unmatched": 0}
+    latency = summary["latency"]
+    assert isinstance(latency, dict)
+    assert latency["puback"]["count"] == len(ledger.message_ids)
+    assert 0 < latency["puback"]["p50_ms"] <= latency["puback"]["p99_ms"] <= latency["puback"]["max_ms"]
+    # Birth, heartbeats, death: one session each, the death last.
+    for gateway_id, statuses in ledger.statuses.items():
+        states = [status.state for status in statuses]
+        assert states[0] == "birth" and states[-1] == "death" and "heartbeat" in states, gateway_id
+        assert {status.session for status in statuses} == {5}
+    assert len(ledger.statuses) == 20
+
+
+async def test_same_seed_same_values_on_the_wire(fleet_broker: MosquittoBroker) -> None:
+    runs = []
+    for _ in range(2):
+        plan = TrafficPlan(
+            seed=42,
+            rate=30,
+            batch_interval_s=0.2,
+            score_interval_s=0,
+            gateway_prefix=f"gw{uuid.uuid4().hex[:6]}",
+        )
+        config = FleetConfig(
+            broker_url=fleet_broker.url, homes=3, duration_s=1.0, plan=plan, connect_rate=500
+        )
+        _fleet, ledger = await _run_with_ledger(fleet_broker, config)
+        runs.append([ledger.values[plan.gateway_id(i)] for i in range(3)])
+    assert runs[0] == runs[1]
+    assert len(runs[0][0]) == 30
+
+
+async def test_reconnect_resends_unacknowledged_with_same_seq(
+    broker_factory: Callable[..., MosquittoBroker],
+) -> None:
+    """The broker dies mid-run and comes back on the same port: every message is acknowledged once it
+    is back, seq stays contiguous, and the gateway opened a new session."""
+    broker = broker_factory(persistence=True, extra_config="set_tcp_nodelay true")
+    plan = TrafficPlan(
+        rate=20, batch_interval_s=0.1, score_interval_s=0, gateway_prefix=f"gw{uuid.uuid4().hex[:6]}"
+    )
+    config = FleetConfig(
+        broker_url=broker.url, homes=2, duration_s=3.0, plan=plan, connect_rate=100, drain_timeout_s=20
+    )
+    fleet = Fleet(config)
+    run = asyncio.create_task(fleet.run())
+    async with asyncio.timeout(10):
+        while fleet.stats.total(fleet.stats.acknowledged) < 10:
+            fleet.stats.progress.clear()
+            await fleet.stats.progress.wait()
+    broker.kill()
+    broker.start()
+    stats = await run
+    assert stats.reconnects >= 2 and stats.connections_lost >= 2
+    assert stats.unacknowledged() == 0
+    for index in range(2):
+        ledger = stats.gateways[plan.gateway_id(index)]
+        assert ledger.acknowledged == ledger.sent == ledger.next_seq == 30 + 4
+        assert ledger.sessions >= 2
+
+
+# -- command line ---------------------------------------------------------------------------------------
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [str(WARDWATCH), "sim", "fleet", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def test_cli_runs_and_writes_json_summary(fleet_broker: MosquittoBroker, tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    result = _cli(
+        "--homes", "5", "--broker", fleet_broker.url, "--duration", "1.5", "--rate", "12",
+        "--batch-interval", "0.5", "--score-interval", "0.5", "--seed", "3",
+        "--gateway-prefix", f"gw{uuid.uuid4().hex[:6]}", "--json-summary", str(summary_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "summary" in result.stdout and "acknowledged" in result.stdout
+    summary = json.loads(summary_path.read_text())
+    assert summary["homes"] == 5
+    assert summary["messages"]["unacknowledged"] == 0
+    assert summary["observations"] == {"sent": 5 * 18, "acknowledged": 5 * 18}
+    assert summary["messages"]["by_kind"]["score"]["acknowledged"] == 5 * 2
+    assert summary["latency"]["puback"]["count"] == summary["messages"]["sequenced_acknowledged"]
+    assert len(summary["per_gateway"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:1883", "must start with mqtt://"),
+        ("mqtt://127.0.0.1:{port}", "cannot reach the broker"),
+    ],
+)
+def test_cli_bad_broker_exits_2(url: str, message: str) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = _cli("--homes", "3", "--broker", url.format(port=port), "--duration", "1", timeout=30)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_numpy_is_not_seeded_globally() -> None:
+    """The plan never touches numpy's or random's global state (other code may rely on it)."""
+    state = np.random.get_state()[1].copy()  # type: ignore[index]
+    _contents(TrafficPlan(seed=1), 0, 3)
+    assert (np.random.get_state()[1] == state).all()  # type: ignore[index]
