@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from server_support import at, obs_topic, observation_batch
+from server_support import at, obs_topic, observation_batch, topic_for
 
 from edge_agent import protocol
 from server.ingest import Ingestor, OutcomeKind
@@ -73,3 +73,49 @@ def _database(template: Path) -> Path:
         shutil.copyfile(template, copy)
         _copies[template] = copy
     return _copies[template]
+
+
+@st.composite
+def status_histories(draw: st.DrawFn) -> list[tuple[int, str, int]]:
+    """(session, state, sent second) for a few connections: births and heartbeats, at most one death each
+    (the will of that connection), delivered in any order."""
+    history = []
+    for session in draw(st.lists(st.integers(1, 6), min_size=1, max_size=4, unique=True)):
+        beats = draw(st.lists(st.integers(0, 50), min_size=1, max_size=4, unique=True))
+        history += [(session, "birth" if i == 0 else "heartbeat", second) for i, second in enumerate(beats)]
+        if draw(st.booleans()):
+            history.append((session, "death", draw(st.integers(0, 50))))
+    return draw(st.permutations(history))
+
+
+async def _status_scenario(url: str, history: list[tuple[int, str, int]], chunk: int) -> None:
+    from server_support import status
+
+    gateway_id = f"gw-status-{next(_counter)}"
+    engine = create_engine(url)
+    try:
+        sessions = session_factory(engine)
+        ingestor = Ingestor(sessions)
+        messages = [
+            (topic_for(message), protocol.encode(message))
+            for message in (status(gateway_id, state, session=s, sent=t) for s, state, t in history)  # type: ignore[arg-type]
+        ]
+        for start in range(0, len(messages), chunk):
+            await ingestor.ingest_many(messages[start : start + chunk])
+        async with sessions() as session:
+            (gateway,) = [g for g in await repository.list_gateways(session) if g.gateway_id == gateway_id]
+    finally:
+        await engine.dispose()
+    # Order of delivery does not matter: the newest session wins, its death is final, else its latest.
+    session_, state, second = max(history, key=lambda h: (h[0], h[1] == "death", h[2]))
+    assert (gateway.session, gateway.status_state, gateway.status_sent_at) == (session_, state, at(second))
+    assert gateway.online == (state != "death")
+
+
+@settings(max_examples=30)
+@given(history=status_histories(), chunk=st.sampled_from([1, 2, 50]))
+def test_gateway_status_does_not_depend_on_delivery_order(
+    sqlite_template: Path, history: list[tuple[int, str, int]], chunk: int
+) -> None:
+    path = _database(sqlite_template)
+    asyncio.run(_status_scenario(f"sqlite+aiosqlite:///{path}", history, chunk))
