@@ -6,6 +6,7 @@ set -euo pipefail
 # binary -> Debian package
 declare -A needed=(
   [mosquitto]=mosquitto
+  [chromium]=chromium
 )
 
 missing=()
@@ -28,3 +29,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # Debian starts the packaged broker on 1883; the tests start their own brokers on free ports.
+# Chromium is driven by Playwright (playwright-python) for the web page's tests; no browser download.
