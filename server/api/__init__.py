@@ -25,7 +25,8 @@ from server.api.actions import (
     NoGatewayError,
     UnknownPatientError,
 )
-from server.api.app import API_PREFIX, create_app
+from server.api.app import create_app
+from server.api.context import API_PREFIX
 from server.api.events import Broadcaster, LiveEvent
 from server.api.settings import ApiSettings
 

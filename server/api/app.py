@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edge_agent import __version__
 from server.api import schemas
 from server.api.actions import Actions
-from server.api.context import ApiContext, ApiError, EventTickets
+from server.api.context import API_PREFIX, ApiContext, ApiError, EventTickets
 from server.api.events import Broadcaster
 from server.api.routes import admin, alerts, equipment, health, patients, stream
 from server.api.security import SecurityHeaders
@@ -36,7 +36,6 @@ from server.storage.errors import StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
-API_PREFIX: Final = "/api/v1"
 _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     status: {"model": schemas.ErrorResponse, "description": description}
     for status, description in (

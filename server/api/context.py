@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -16,6 +16,8 @@ from server.api.actions import Actions
 from server.api.events import Broadcaster
 from server.api.settings import ApiSettings
 from server.auth import Account, SignInLimiter, TokenVerifier
+
+API_PREFIX: Final = "/api/v1"
 
 
 class ApiError(Exception):

@@ -15,7 +15,7 @@ from typing import Any, Final
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.api.context import ApiContext, ApiError
+from server.api.context import API_PREFIX, ApiContext, ApiError
 from server.auth import ROLE_PERMISSIONS, Account, ApiAuditRecord, Permission, Role, may
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,9 @@ async def write_audit(
     ``detail`` must not hold a display name; say that one was set instead."""
     context = context_of(request)
     route = request.scope.get("route")
-    template = getattr(route, "path", request.url.path)
+    template = str(getattr(route, "path", request.url.path))
+    if request.url.path.startswith(API_PREFIX + "/") and not template.startswith(API_PREFIX + "/"):
+        template = API_PREFIX + template  # routers are included under the prefix
     async with context.sessions() as session, session.begin():
         session.add(
             ApiAuditRecord(

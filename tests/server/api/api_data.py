@@ -27,14 +27,25 @@ def reading(
     )
 
 
-def batch(gateway_id: str, seq: int, readings: list[protocol.Observation], sent: float) -> protocol.ObservationBatch:
+def batch(
+    gateway_id: str, seq: int, readings: list[protocol.Observation], sent: float
+) -> protocol.ObservationBatch:
     return protocol.ObservationBatch(
-        message_id=protocol.new_message_id(), gateway_id=gateway_id, seq=seq, sent_at=at(sent), observations=readings
+        message_id=protocol.new_message_id(),
+        gateway_id=gateway_id,
+        seq=seq,
+        sent_at=at(sent),
+        observations=readings,
     )
 
 
 def score(
-    gateway_id: str, seq: int, patient_id: str, components: dict[str, int], assessed: float, risk: protocol.Risk
+    gateway_id: str,
+    seq: int,
+    patient_id: str,
+    components: dict[str, int],
+    assessed: float,
+    risk: protocol.Risk,
 ) -> protocol.Assessment:
     full: dict[str, int | None] = dict.fromkeys(protocol.NEWS2_PARAMETERS, 0)
     full.update(components)

@@ -72,7 +72,10 @@ class EngineStandIn:
                 changes |= {"state": "resolved", "resolved_at": now, "resolved_by": actor.account}
                 changes["next_escalation_at"] = None
             elif action == "snoozed":
-                changes |= {"state": "snoozed", "snoozed_until": now + timedelta(seconds=values["duration_s"])}
+                changes |= {
+                    "state": "snoozed",
+                    "snoozed_until": now + timedelta(seconds=values["duration_s"]),
+                }
             await session.execute(update(Alert).where(Alert.id == alert_id).values(**changes))
             session.add(
                 AlertEventRecord(

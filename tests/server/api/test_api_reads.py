@@ -97,7 +97,8 @@ async def test_observations_paged_by_cursor_filtered_by_vital_and_time(api: Api)
     )
     assert [item["value"] for item in window.json()["items"]] == [14, 14, 14]
     both = await api.get(
-        "/api/v1/patients/pt-low/observations", params=[("vital", "respiratory_rate"), ("vital", "heart_rate")]
+        "/api/v1/patients/pt-low/observations",
+        params=[("vital", "respiratory_rate"), ("vital", "heart_rate")],
     )
     assert len(both.json()["items"]) == 11
 
@@ -113,7 +114,9 @@ async def test_observations_paged_by_cursor_filtered_by_vital_and_time(api: Api)
         ({"since": "2026-03-01T09:00:00Z", "until": "2026-03-01T08:00:00Z"}, "query.until"),
     ],
 )
-async def test_bad_observation_queries_are_422_saying_where(api: Api, params: dict[str, object], where: str) -> None:
+async def test_bad_observation_queries_are_422_saying_where(
+    api: Api, params: dict[str, object], where: str
+) -> None:
     await seed_ward(api.ingestor)
 
     response = await api.get("/api/v1/patients/pt-low/observations", params=params)
@@ -166,7 +169,9 @@ async def test_alert_queue_most_urgent_first_with_next_escalation(api: Api) -> N
 async def test_alert_history_pages_newest_first(api: Api) -> None:
     await seed_ward(api.ingestor)
     ids = [
-        await add_alert(api.sessions, subject=f"pt-{i}", priority="low", tier=1, raised=T0 + timedelta(minutes=i))
+        await add_alert(
+            api.sessions, subject=f"pt-{i}", priority="low", tier=1, raised=T0 + timedelta(minutes=i)
+        )
         for i in range(5)
     ]
     collected: list[str] = []
@@ -243,7 +248,9 @@ async def test_dead_letters_and_ingest_counters_for_admins(api: Api) -> None:
 async def test_integration_role_never_sees_display_names(api: Api) -> None:
     await seed_ward(api.ingestor)
     named = await api.client.put(
-        "/api/v1/patients/pt-high/display-name", headers=api.auth("admin"), json={"display_name": "Ada Lovelace"}
+        "/api/v1/patients/pt-high/display-name",
+        headers=api.auth("admin"),
+        json={"display_name": "Ada Lovelace"},
     )
     assert named.status_code == 204
 
