@@ -274,14 +274,14 @@ _SCENARIO_LIST: Final = (
         Expectation(
             "Temperature falls from 36.4 °C to below 34 °C, with slowing pulse and breathing. Low for the "
             "first 6 h; low-medium or worse at every minute from 15 h (temperature <= 35.0 °C scores 3); "
-            "NEWS2 high first between 10.5 h and 18 h (usually at 16 h, when new confusion adds 3), high "
+            "NEWS2 high first between 9.5 h and 18 h (usually at 16 h, when new confusion adds 3), high "
             "in at least 90 % of minutes from 20 h on.",
             bands=(
                 RiskBand(0, 6, highest=Risk.LOW),
                 RiskBand(15, 48, lowest=Risk.LOW_MEDIUM),
                 RiskBand(20, 48, lowest=Risk.HIGH, fraction=0.9),
             ),
-            first_high_h=(10.5, 18.0),
+            first_high_h=(9.5, 18.0),
         ),
     ),
     Scenario(
