@@ -20,7 +20,7 @@ from server.ingest import Ingestor, IngestOutcome, OutcomeKind
 from server.settings import IngestSettings
 from server.storage import create_engine, session_factory
 
-EXAMPLES = int(os.environ.get("WARDWATCH_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("WARDWATCH_FUZZ_EXAMPLES", "15"))
 GATEWAY = "gw-fuzz"
 
 json_values = st.recursive(

@@ -54,7 +54,7 @@ async def _scenario(url: str, order: list[int], chunk: int) -> None:
         await engine.dispose()
 
 
-@settings(max_examples=40)
+@settings(max_examples=25)
 @given(order=deliveries(), chunk=st.sampled_from([1, 1, 3, 8, 100]))
 def test_each_message_stored_once_and_gaps_are_exactly_the_missing_numbers(
     sqlite_template: Path, order: list[int], chunk: int
@@ -112,7 +112,7 @@ async def _status_scenario(url: str, history: list[tuple[int, str, int]], chunk:
     assert gateway.online == (state != "death")
 
 
-@settings(max_examples=30)
+@settings(max_examples=20)
 @given(history=status_histories(), chunk=st.sampled_from([1, 2, 50]))
 def test_gateway_status_does_not_depend_on_delivery_order(
     sqlite_template: Path, history: list[tuple[int, str, int]], chunk: int
