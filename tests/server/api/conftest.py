@@ -23,6 +23,10 @@ from server.escalation.errors import ActionRefusedError, AlertNotOpenError
 from server.ingest import Ingestor
 from server.storage.models import Alert, AlertEventRecord
 
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+"""For tests of the API's own logic (roles, validation): the database backend adds nothing there, and
+every PostgreSQL test costs a database of its own."""
+
 CHEAP_KDF = ScryptParameters(n=16, r=1, p=1)
 """Fast enough for tests; the real default is checked separately."""
 

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import CHEAP_KDF, Api, make_api
+from conftest import CHEAP_KDF, SQLITE_ONLY, Api, make_api
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,8 +24,6 @@ from server.auth import (
 )
 from server.ingest import Ingestor
 from server.storage import create_engine, session_factory
-
-SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 # Every route with the method and a body that passes validation; {alert}, {command} are filled in.
 READ_ROUTES = [

@@ -10,14 +10,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import uvicorn
-from conftest import Api, make_api
+from conftest import SQLITE_ONLY, Api, make_api
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.api import Broadcaster
 from server.api.events import CLOSED, RESYNC
 from server.ingest import Ingestor
-
-SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
 async def _next_event(lines: AsyncIterator[str]) -> tuple[str, dict[str, object]]:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from api_data import add_alert, seed_ward
-from conftest import Api
+from conftest import SQLITE_ONLY, Api
 from server_support import T0, at
 
 from server.ingest import OutcomeKind
@@ -61,6 +61,7 @@ async def test_patient_detail_with_settings_commands_and_alerts(api: Api) -> Non
     assert [a["alert_id"] for a in body["recent_alerts"]] == [str(alert_id)]
 
 
+@SQLITE_ONLY
 async def test_unknown_patient_is_404_with_where(api: Api) -> None:
     response = await api.get("/api/v1/patients/nobody")
 
@@ -103,6 +104,7 @@ async def test_observations_paged_by_cursor_filtered_by_vital_and_time(api: Api)
     assert len(both.json()["items"]) == 11
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("params", "where"),
     [
@@ -125,6 +127,7 @@ async def test_bad_observation_queries_are_422_saying_where(
     assert where in [problem["where"] for problem in response.json()["error"]["problems"]]
 
 
+@SQLITE_ONLY
 async def test_assessments_of_a_patient(api: Api) -> None:
     await seed_ward(api.ingestor)
 
@@ -166,6 +169,7 @@ async def test_alert_queue_most_urgent_first_with_next_escalation(api: Api) -> N
     assert [a["alert_id"] for a in technical.json()["alerts"]] == [str(battery)]
 
 
+@SQLITE_ONLY
 async def test_alert_history_pages_newest_first(api: Api) -> None:
     await seed_ward(api.ingestor)
     ids = [

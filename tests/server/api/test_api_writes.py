@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from api_data import add_alert, seed_ward
-from conftest import Api
+from conftest import SQLITE_ONLY, Api
 from server_support import at, topic_for
 from sqlalchemy import select
 
@@ -48,6 +48,7 @@ async def test_acknowledge_happy_path_goes_through_actions_and_returns_the_trail
     assert (entry["action"], entry["actor"], entry["source"]) == ("acknowledged", "nurse-1", "alert")
 
 
+@SQLITE_ONLY
 async def test_acknowledge_without_body_is_fine(api: Api) -> None:
     await seed_ward(api.ingestor)
     alert_id = await add_alert(api.sessions, subject="pt-low", priority="medium", tier=1, patient_id="pt-low")
@@ -57,6 +58,7 @@ async def test_acknowledge_without_body_is_fine(api: Api) -> None:
     assert response.status_code == 200, response.text
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("body", [None, {}, {"note": ""}, {"note": "   "}])
 async def test_resolve_without_a_note_is_422_and_nothing_happens(
     api: Api, body: dict[str, str] | None
@@ -96,6 +98,7 @@ async def test_resolve_with_note_escalate_and_snooze(api: Api) -> None:
     assert [call[0] for call in api.engine.calls] == ["escalated", "snoozed", "resolved"]
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("role", "path", "body", "priority", "category"),
     [
@@ -124,6 +127,7 @@ async def test_wrong_role_is_403_audited_and_never_reaches_the_engine(
     assert [(e["actor"], e["outcome"]) for e in audit] == [(f"{role}-1", "forbidden")]
 
 
+@SQLITE_ONLY
 async def test_admin_may_acknowledge_a_technical_alert(api: Api) -> None:
     await seed_ward(api.ingestor)
     alert_id = await add_alert(
@@ -135,6 +139,7 @@ async def test_admin_may_acknowledge_a_technical_alert(api: Api) -> None:
     assert response.status_code == 200, response.text
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("reason", "status"),
     [
@@ -155,6 +160,7 @@ async def test_policy_refusals_map_to_4xx(api: Api, reason: str, status: int) ->
     assert "refused by the policy" in response.json()["error"]["message"]
 
 
+@SQLITE_ONLY
 async def test_unknown_alert_404_and_malformed_ids_or_bodies_422_never_500(api: Api) -> None:
     unknown = await api.post(f"/api/v1/alerts/{uuid.uuid4()}/acknowledge")
     not_uuid = await api.post("/api/v1/alerts/not-a-uuid/acknowledge")
@@ -217,6 +223,7 @@ async def test_command_is_stored_published_and_its_acknowledgement_tracked(api: 
     ]
 
 
+@SQLITE_ONLY
 async def test_settings_route_sends_one_command_per_setting(api: Api) -> None:
     await seed_ward(api.ingestor)
 
