@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -49,6 +50,19 @@ def _run(args: argparse.Namespace) -> int:
                 "\n  fix: remove it, or run this configuration under `wardwatch sim home`",
                 file=sys.stderr,
             )
+        return 2
+    unreadable = [
+        (name, path)
+        for name in ("ca_file", "cert_file", "key_file")
+        if (path := getattr(config.broker, name)) is not None and not os.access(path, os.R_OK)
+    ]
+    for name, path in unreadable:
+        print(
+            f"{args.config}: broker.{name}: {path} does not exist or is not readable by this user"
+            "\n  fix: install the file (docs/operations.md, Certificates) or correct the path",
+            file=sys.stderr,
+        )
+    if unreadable:
         return 2
     if args.action == "check":
         print(

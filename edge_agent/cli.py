@@ -19,7 +19,10 @@ from edge_agent import __version__
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every registered command, or only with ``only`` (so that running one command
+    does not import every other command's dependencies: the server's database stack is not needed to
+    check a gateway's configuration)."""
     parser = argparse.ArgumentParser(
         prog="wardwatch",
         description="WardWatch remote patient monitoring: edge agent, server, simulators and tools.",
@@ -32,15 +35,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level for messages on stderr (default: INFO)",
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for entry in sorted(entry_points(group="wardwatch.commands"), key=lambda e: e.name):
+    entries = sorted(entry_points(group="wardwatch.commands"), key=lambda e: e.name)
+    if only is not None and any(entry.name == only for entry in entries):
+        entries = [entry for entry in entries if entry.name == only]
+    for entry in entries:
         register: Register = entry.load()
         register(subparsers)
     return parser
 
 
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The subcommand in ``argv`` (the first word that is not an option or an option's value)."""
+    words = list(argv)
+    while words:
+        word = words.pop(0)
+        if word == "--log-level":
+            words = words[1:]
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=_command_named(arguments))
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

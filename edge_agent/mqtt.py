@@ -87,10 +87,21 @@ class TlsFiles:
     key_file: Path | None = None
 
     def context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
+        """A client context (TLS 1.2+, broker verified against ``ca_file``); ConnectFailed names the file
+        that cannot be used."""
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectFailed(f"cannot use CA file {self.ca_file}: {exc.strerror or exc}") from exc
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.cert_file is not None:
-            context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+            try:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConnectFailed(
+                    f"cannot use client certificate {self.cert_file} with key {self.key_file}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
         return context
 
 

@@ -19,6 +19,7 @@ Register: TypeAlias = Callable[[SubParsers], None]
 
 SUBCOMMANDS: Final[Mapping[str, str]] = {
     "fleet": "simulators.fleet.command:register_subcommand",
+    "home": "simulators.home_cli:register_subcommand",
 }
 """Subcommand name -> ``module:function`` that adds it to the ``sim`` subparsers."""
 

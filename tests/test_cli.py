@@ -33,3 +33,14 @@ def test_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None
         main(["no-such-command"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_only_the_command_being_run_is_loaded() -> None:
+    from edge_agent.cli import _command_named
+
+    assert _command_named(["--log-level", "DEBUG", "agent", "check", "--config", "x"]) == "agent"
+    assert _command_named(["--help"]) is None
+    only = build_parser(only="schema")._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(only) == {"schema"}
+    everything = build_parser(only="no-such")._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"schema", "agent"} <= set(everything)
