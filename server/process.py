@@ -41,6 +41,7 @@ import uvicorn
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from server import web
 from server.api import ApiSettings, Broadcaster, DatabaseActions, create_app
 from server.engine import BrokerLink, BrokerSettings, EngineSettings, EscalationEngine, WebhookSettings
 from server.escalation import EscalationPolicy
@@ -160,6 +161,7 @@ def _build_http(runtime: ServerRuntime, broadcaster: Broadcaster) -> uvicorn.Ser
         publisher=broadcaster,
         ingest_counters=runtime.ingestor.counters.snapshot,
     )
+    web.mount(app)  # the command-center page at / and its trend data
 
     class EmbeddedServer(uvicorn.Server):
         @contextlib.contextmanager
