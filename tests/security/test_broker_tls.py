@@ -1,0 +1,129 @@
+"""The broker's transport on deploy/mosquitto/mosquitto.conf: TLS 1.2+ with a client certificate from the
+device CA that is not revoked, or nothing.
+
+Raw handshakes use Python's ssl module with explicit versions, so each refusal is the broker's: at TLS
+1.2 the broker's alert names the reason (certificate revoked, handshake failure for a missing
+certificate); under TLS 1.3 the client's handshake finishes before the server has checked the client
+certificate, so the refusal shows as the connection closing before any CONNACK.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+from security_support import GATEWAY_A, GATEWAY_B, REVOKED_GATEWAY, Identity, Pki, client, tls_context
+from support.broker import MosquittoBroker
+
+from edge_agent.mqtt import ConnectFailed, MqttClient, MqttSettings, TlsFiles
+from server.pki import CertificateAuthority
+
+# MQTT 3.1.1 CONNECT: protocol "MQTT" level 4, clean session, keepalive 30 s, empty client id.
+CONNECT_311 = bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 0x02, 0, 30, 0, 0])
+CONNACK_ACCEPTED = bytes([0x20, 2, 0, 0])
+
+
+def mqtt_over_tls(broker: MosquittoBroker, context: ssl.SSLContext) -> tuple[str | None, bytes]:
+    """Handshake, send CONNECT, return (TLS version, first bytes back). Raises the TLS error, if any."""
+    with (
+        socket.create_connection((broker.host, broker.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=broker.host) as tls,
+    ):
+        version = tls.version()
+        tls.sendall(CONNECT_311)
+        return version, tls.recv(4)
+
+
+@pytest.mark.parametrize(
+    ("maximum", "expected"), [(ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")]
+)
+def test_tls_1_2_and_1_3_with_a_valid_certificate_are_accepted(
+    secure_broker: MosquittoBroker, pki: Pki, maximum: ssl.TLSVersion, expected: str
+) -> None:
+    identity = pki[GATEWAY_A]
+    context = tls_context(identity, identity.ca_file, minimum=maximum, maximum=maximum)
+    assert mqtt_over_tls(secure_broker, context) == (expected, CONNACK_ACCEPTED)
+
+
+def test_revoked_certificate_is_refused(secure_broker: MosquittoBroker, pki: Pki) -> None:
+    revoked = pki[REVOKED_GATEWAY]
+    at_1_2 = tls_context(revoked, revoked.ca_file, maximum=ssl.TLSVersion.TLSv1_2)
+    with pytest.raises(ssl.SSLError, match="CERTIFICATE_REVOKED"):
+        mqtt_over_tls(secure_broker, at_1_2)
+    with pytest.raises((ssl.SSLError, ConnectionError)):  # TLS 1.3: closed before any CONNACK
+        mqtt_over_tls(secure_broker, tls_context(revoked, revoked.ca_file))
+    assert "certificate verify failed" in secure_broker.log_text()
+
+
+async def test_revoked_certificate_is_refused_to_the_projects_client(
+    secure_broker: MosquittoBroker, pki: Pki
+) -> None:
+    with pytest.raises(ConnectFailed):
+        async with client(secure_broker, pki[REVOKED_GATEWAY]):
+            pass
+
+
+def test_missing_client_certificate_is_refused(secure_broker: MosquittoBroker, pki: Pki) -> None:
+    ca_file = pki[GATEWAY_A].ca_file
+    with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+        mqtt_over_tls(secure_broker, tls_context(None, ca_file, maximum=ssl.TLSVersion.TLSv1_2))
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        mqtt_over_tls(secure_broker, tls_context(None, ca_file))
+    assert "peer did not return a certificate" in secure_broker.log_text()
+
+
+async def test_missing_client_certificate_is_refused_to_the_projects_client(
+    secure_broker: MosquittoBroker, pki: Pki
+) -> None:
+    with pytest.raises(ConnectFailed):
+        async with client(
+            secure_broker, None, client_id=GATEWAY_A, tls=TlsFiles(ca_file=pki[GATEWAY_A].ca_file)
+        ):
+            pass
+
+
+def test_certificate_from_another_ca_with_a_real_gateway_name_is_refused(
+    secure_broker: MosquittoBroker, pki: Pki, tmp_path: Path
+) -> None:
+    impostor_ca = CertificateAuthority.init(tmp_path / "impostor-ca", common_name="WardWatch device CA")
+    forged = impostor_ca.issue_gateway(GATEWAY_B)
+    identity = Identity(GATEWAY_B, pki[GATEWAY_B].ca_file, forged.cert_path, forged.key_path)
+    with pytest.raises(ssl.SSLError):
+        mqtt_over_tls(secure_broker, tls_context(identity, identity.ca_file, maximum=ssl.TLSVersion.TLSv1_2))
+
+
+def test_plaintext_mqtt_is_refused(secure_broker: MosquittoBroker) -> None:
+    with socket.create_connection((secure_broker.host, secure_broker.port), timeout=5) as raw:
+        raw.sendall(CONNECT_311)
+        try:
+            answer = raw.recv(4)
+        except ConnectionResetError:
+            answer = b""
+    assert answer != CONNACK_ACCEPTED
+    assert not answer.startswith(b"\x20")  # no CONNACK of any kind: the broker only speaks TLS here
+
+
+async def test_plaintext_mqtt_is_refused_to_the_projects_client(secure_broker: MosquittoBroker) -> None:
+    plain = MqttSettings.from_url(secure_broker.url, client_id=GATEWAY_A, connect_timeout_s=5)
+    with pytest.raises(ConnectFailed):
+        async with MqttClient(plain):
+            pass
+
+
+def test_tls_1_1_is_refused(secure_broker: MosquittoBroker, pki: Pki) -> None:
+    identity = pki[GATEWAY_A]
+    context = tls_context(
+        identity, identity.ca_file, minimum=ssl.TLSVersion.TLSv1_1, maximum=ssl.TLSVersion.TLSv1_1
+    )
+    # OpenSSL 3 keeps TLS 1.1 behind security level 0; lower it so this client really offers TLS 1.1.
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.raises(ssl.SSLError) as refused:
+        mqtt_over_tls(secure_broker, context)
+    if "NO_PROTOCOLS_AVAILABLE" in str(refused.value) or "NO_CIPHERS_AVAILABLE" in str(refused.value):
+        # This OpenSSL cannot even offer TLS 1.1; the handshake still fails, which is what we require,
+        # but the broker never got to refuse it.
+        return
+    assert "PROTOCOL_VERSION" in str(refused.value) or "UNSUPPORTED_PROTOCOL" in str(refused.value)
+    assert "unsupported protocol" in secure_broker.log_text()
