@@ -46,6 +46,8 @@ class Progress:
     def sample(self) -> tuple[float, float]:
         """Acknowledged messages and observations per second over the recent window."""
         stats, now = self.stats, time.monotonic()
+        if not self._samples and now > stats.started_monotonic:
+            self._samples.append((stats.started_monotonic, 0, 0))
         self._samples.append((now, stats.total(stats.acknowledged), stats.observations_acknowledged))
         while len(self._samples) > 2 and now - self._samples[0][0] > WINDOW_S:
             self._samples.popleft()

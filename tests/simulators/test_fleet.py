@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import os
@@ -18,7 +19,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.broker import MosquittoBroker
+from rich.console import Console
+from support.broker import MosquittoBroker, free_port
 
 from edge_agent.mqtt import MqttClient, MqttSettings
 from edge_agent.protocol import (
@@ -33,6 +35,7 @@ from edge_agent.protocol import (
 )
 from edge_agent.scoring import news2_one
 from simulators.fleet import Fleet, FleetConfig, FleetError, HomeTraffic, LatencyHistogram, TrafficPlan
+from simulators.fleet.command import run_fleet
 from simulators.fleet.traffic import STREAMS, TrafficError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,7 +115,7 @@ def test_assessments_are_news2_of_the_latest_values_sent() -> None:
                 assert list(body.components.values()) == list(expected.components)  # type: ignore[union-attr]
                 assert list(body.components) == list(NEWS2_PARAMETERS)  # type: ignore[union-attr]
                 assert body.complete  # type: ignore[union-attr]
-    # Instants 10, 20, ..., 60 s (the one at 60 s falls in tick 59's interval end: not included).
+    # Instants 10, 20, 30, 40, 50 s; 60 s is the end of tick 59's interval [59, 60), so in tick 60.
     assert assessments == 5
 
 
@@ -401,3 +404,38 @@ def test_numpy_is_not_seeded_globally() -> None:
     state = np.random.get_state()[1].copy()  # type: ignore[index]
     _contents(TrafficPlan(seed=1), 0, 3)
     assert (np.random.get_state()[1] == state).all()  # type: ignore[index]
+
+
+async def test_refused_messages_are_counted_not_retried_and_fail_the_run(
+    broker_factory: Callable[..., MosquittoBroker], tmp_path: Path
+) -> None:
+    """The broker's ACL refuses assessments (PUBACK 0x87): each is counted once as refused, nothing is
+    resent, the rest of the traffic flows, and the command's exit status is 1."""
+    acl = tmp_path / "acl"
+    acl.write_text(
+        "user fleet\n"
+        "topic write wardwatch/v1/gw/+/status\n"
+        "topic write wardwatch/v1/gw/+/obs\n"
+        "topic write wardwatch/v1/gw/+/event\n"
+    )
+    port = free_port()
+    broker = broker_factory(
+        port=port, listener_config=f"listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {acl}\n"
+    )
+    plan = TrafficPlan(
+        rate=10, batch_interval_s=0.25, score_interval_s=0.5, gateway_prefix=f"gw{uuid.uuid4().hex[:6]}"
+    )
+    config = FleetConfig(
+        broker_url=broker.url, homes=3, duration_s=1.0, plan=plan, username="fleet", connect_rate=100
+    )
+    output = io.StringIO()
+    summary, status = await run_fleet(config, console=Console(file=output, force_terminal=True, width=120))
+    assert status == 1
+    messages = summary["messages"]
+    assert isinstance(messages, dict)
+    assert messages["by_kind"]["score"] == {"sent": 3, "acknowledged": 0, "refused": 3}
+    assert messages["by_kind"]["obs"] == {"sent": 12, "acknowledged": 12, "refused": 0}
+    assert messages["retransmitted"] == 0 and messages["unacknowledged"] == 0
+    assert any("0x87" in error for error in summary["errors"])  # type: ignore[attr-defined]
+    # On a terminal the live table was drawn.
+    assert "gateways connected" in output.getvalue()
