@@ -308,8 +308,10 @@ class TokenVerifier:
         *,
         cache_s: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sessions = sessionmaker
+        self._clock = clock
         self._cache_s = cache_s
         self._monotonic = monotonic
         self._cache: dict[str, tuple[bytes, Account, float]] = {}
@@ -342,6 +344,11 @@ class TokenVerifier:
         if not hmac.compare_digest(digest, row.secret_hash):
             return None
         account = Account(name=row.name, role=Role(row.role), key_id=row.key_id)
+        # Once per cache period, not per request: when a token was last used (to find unused ones).
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=self._clock())
+            )
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[parsed.key_id] = (fingerprint, account, now + self._cache_s)

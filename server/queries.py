@@ -17,6 +17,7 @@ from typing import Any, Final, Generic, TypeVar
 from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from edge_agent import protocol
 from server.auth import ApiAuditRecord
 from server.storage.models import (
     Alert,
@@ -57,61 +58,67 @@ class PatientRow:
     top_priority: str | None = None
 
 
+def _patients(patient_ids: Sequence[str] | None) -> Select[Any]:
+    statement = select(Patient.patient_id)
+    if patient_ids is not None:
+        statement = statement.where(Patient.patient_id.in_(patient_ids))
+    return statement
+
+
 async def _latest_vitals(
     session: AsyncSession, patient_ids: Sequence[str] | None
 ) -> dict[str, dict[str, LatestVital]]:
-    newest = select(
-        Observation.patient_id, Observation.vital, func.max(Observation.measured_at).label("measured_at")
-    ).group_by(Observation.patient_id, Observation.vital)
-    if patient_ids is not None:
-        newest = newest.where(Observation.patient_id.in_(patient_ids))
-    latest = newest.subquery()
-    statement = (
-        select(Observation)
-        .join(
-            latest,
-            and_(
-                Observation.patient_id == latest.c.patient_id,
-                Observation.vital == latest.c.vital,
-                Observation.measured_at == latest.c.measured_at,
-            ),
-        )
-        .order_by(Observation.id)
-    )
+    """The newest reading of each vital of each patient.
+
+    One index probe per patient and vital (``ix_observations_patient_vital_measured``), not a scan of
+    the whole table: correlated ``ORDER BY measured_at DESC, id DESC LIMIT 1`` subqueries, which both
+    backends answer from the index. Two readings at the same instant: the later stored wins."""
+    newest_ids = [
+        select(Observation.id)
+        .where(Observation.patient_id == Patient.patient_id, Observation.vital == vital.value)
+        .order_by(Observation.measured_at.desc(), Observation.id.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label(vital.value)
+        for vital in protocol.VitalCode
+    ]
+    statement = _patients(patient_ids).add_columns(*newest_ids)
+    ids = [
+        value for row in (await session.execute(statement)).all() for value in row[1:] if value is not None
+    ]
     result: dict[str, dict[str, LatestVital]] = {}
-    for row in (await session.scalars(statement)).all():
-        # Two readings of one vital at the same instant: the later stored (higher id) wins.
-        result.setdefault(row.patient_id, {})[row.vital] = LatestVital(
-            vital=row.vital,
-            value=row.value,
-            unit=row.unit,
-            measured_at=row.measured_at,
-            quality=list(row.quality),
-            device_id=row.device_id,
-        )
+    for chunk in range(0, len(ids), 5000):
+        rows = await session.scalars(select(Observation).where(Observation.id.in_(ids[chunk : chunk + 5000])))
+        for row in rows.all():
+            result.setdefault(row.patient_id, {})[row.vital] = LatestVital(
+                vital=row.vital,
+                value=row.value,
+                unit=row.unit,
+                measured_at=row.measured_at,
+                quality=list(row.quality),
+                device_id=row.device_id,
+            )
     return result
 
 
 async def _latest_assessments(
     session: AsyncSession, patient_ids: Sequence[str] | None
 ) -> dict[str, Assessment]:
-    newest = select(Assessment.patient_id, func.max(Assessment.assessed_at).label("assessed_at")).group_by(
-        Assessment.patient_id
+    """The newest assessment of each patient (by ``assessed_at``), one index probe per patient."""
+    newest_id = (
+        select(Assessment.id)
+        .where(Assessment.patient_id == Patient.patient_id)
+        .order_by(Assessment.assessed_at.desc(), Assessment.id.desc())
+        .limit(1)
+        .scalar_subquery()
     )
-    if patient_ids is not None:
-        newest = newest.where(Assessment.patient_id.in_(patient_ids))
-    latest = newest.subquery()
-    statement = (
-        select(Assessment)
-        .join(
-            latest,
-            and_(
-                Assessment.patient_id == latest.c.patient_id, Assessment.assessed_at == latest.c.assessed_at
-            ),
-        )
-        .order_by(Assessment.id)
-    )
-    return {row.patient_id: row for row in (await session.scalars(statement)).all()}
+    statement = _patients(patient_ids).add_columns(newest_id)
+    ids = [row[1] for row in (await session.execute(statement)).all() if row[1] is not None]
+    result: dict[str, Assessment] = {}
+    for chunk in range(0, len(ids), 5000):
+        rows = await session.scalars(select(Assessment).where(Assessment.id.in_(ids[chunk : chunk + 5000])))
+        result.update({row.patient_id: row for row in rows.all()})
+    return result
 
 
 async def _open_alert_summary(

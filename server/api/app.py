@@ -133,7 +133,9 @@ def create_app(
         actions=actions,
         broadcaster=publisher or Broadcaster(queue_size=settings.events_queue_size),
         clock=clock,
-        verifier=TokenVerifier(sessionmaker, cache_s=settings.token_cache_s, monotonic=monotonic),
+        verifier=TokenVerifier(
+            sessionmaker, cache_s=settings.token_cache_s, monotonic=monotonic, clock=clock
+        ),
         limiter=SignInLimiter(
             max_failures=settings.sign_in_failures_per_window,
             window_s=settings.sign_in_window_s,

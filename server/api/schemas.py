@@ -396,6 +396,8 @@ class TokenView(_Out):
     role: str
     created_at: datetime
     created_by: str
+    last_used_at: datetime | None
+    """Updated at most once per token cache period."""
     revoked_at: datetime | None
 
 

@@ -93,6 +93,7 @@ async def get_tokens(request: Request, account: TokenManager) -> schemas.TokenLi
                 role=row.role,
                 created_at=row.created_at,
                 created_by=row.created_by,
+                last_used_at=row.last_used_at,
                 revoked_at=row.revoked_at,
             )
             for row in rows

@@ -10,6 +10,7 @@ stops. Comment lines keep an idle stream open through proxies.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -19,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from server.api import schemas
 from server.api.context import ApiContext, ApiError
 from server.api.events import CLOSED
-from server.api.security import authenticate, context_of, require
+from server.api.security import authenticate, client_address, context_of, require
 from server.auth import Account, Permission, may
 
 router = APIRouter(tags=["events"])
@@ -58,8 +59,18 @@ async def events(
 ) -> StreamingResponse:
     context = context_of(request)
     if ticket is not None:
+        address = client_address(request, context)
+        wait = context.limiter.retry_after(address)
+        if wait is not None:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many failed sign-ins from this address; try again in {math.ceil(wait)} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
         account = context.tickets.redeem(ticket)
         if account is None:
+            context.limiter.record_failure(address)
             raise ApiError(
                 401,
                 "unauthorized",

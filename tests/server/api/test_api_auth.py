@@ -336,3 +336,23 @@ async def test_cli_token_create_list_revoke(
     assert run("token", "revoke", parsed.key_id, "--config", str(config)) == 0
     assert run("token", "revoke", parsed.key_id, "--config", str(config)) == 1
     assert run("token", "create", "--role", "nurse", "--name", "Alice Smith", "--config", str(config)) == 2
+
+
+@SQLITE_ONLY
+async def test_last_use_of_a_token_is_recorded(api: Api) -> None:
+    assert (await api.get("/api/v1/alerts", role="viewer")).status_code == 200
+
+    tokens = {item["name"]: item for item in (await api.get("/api/v1/tokens", role="admin")).json()["tokens"]}
+
+    assert tokens["viewer-1"]["last_used_at"] == api.clock.now.isoformat().replace("+00:00", "Z")
+    assert tokens["physician-1"]["last_used_at"] is None
+
+
+@SQLITE_ONLY
+async def test_guessing_event_tickets_counts_as_failed_sign_ins(api: Api) -> None:
+    for _ in range(10):
+        assert (await api.client.get("/api/v1/events", params={"ticket": "guess"})).status_code == 401
+
+    limited = await api.client.get("/api/v1/events", params={"ticket": "guess"})
+
+    assert limited.status_code == 429

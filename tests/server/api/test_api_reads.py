@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from api_data import add_alert, seed_ward
+from api_data import add_alert, batch, ingest, reading, seed_ward
 from conftest import SQLITE_ONLY, Api
 from server_support import T0, at
 
+from edge_agent import protocol
 from server.ingest import OutcomeKind
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -263,3 +264,17 @@ async def test_integration_role_never_sees_display_names(api: Api) -> None:
         detail = await api.get("/api/v1/patients/pt-high", role=role)
         assert listing.json()["patients"][0]["display_name"] == expected
         assert detail.json()["patient"]["display_name"] == expected
+
+
+@SQLITE_ONLY
+async def test_latest_reading_ties_go_to_the_one_stored_last(api: Api) -> None:
+    hr = protocol.VitalCode.HEART_RATE
+    await ingest(
+        api.ingestor,
+        batch("gw-t", 0, [reading("pt-tie", hr, 60, 5), reading("pt-tie", hr, 61, 5)], 6),
+        batch("gw-t", 1, [reading("pt-tie", hr, 62, 5), reading("pt-tie", hr, 50, 4)], 7),
+    )
+
+    patient = (await api.get("/api/v1/patients/pt-tie")).json()["patient"]
+
+    assert patient["latest"]["heart_rate"]["value"] == 62
