@@ -1,0 +1,155 @@
+"""Fixed records for the FHIR golden files, and helpers shared by the FHIR tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+
+from server.storage.models import Alert, Assessment, Observation, Patient
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("WARDWATCH_UPDATE_GOLDEN") == "1"
+"""Set WARDWATCH_UPDATE_GOLDEN=1 to rewrite the golden files (then review the diff)."""
+
+T = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+MESSAGE = uuid.UUID("01956a3c-4f00-7abc-8def-0123456789ab")
+SCORE_MESSAGE = uuid.UUID("01956a3c-5000-7abc-8def-0123456789ab")
+ALERT_ID = uuid.UUID("5b0e7c1e-2f4a-4d7e-9a51-3c2b1a0f9e8d")
+
+
+def reading(
+    vital: str,
+    value: float,
+    *,
+    position: int = 0,
+    message_id: uuid.UUID = MESSAGE,
+    measured_at: datetime = T,
+    device_id: str = "cuff-1",
+    quality: list[str] | None = None,
+    perfusion_index: float | None = None,
+    historical: bool = False,
+    patient_id: str = "pt-0042",
+) -> Observation:
+    units = {
+        "heart_rate": "/min",
+        "respiratory_rate": "/min",
+        "spo2": "%",
+        "systolic_bp": "mm[Hg]",
+        "diastolic_bp": "mm[Hg]",
+        "mean_arterial_pressure": "mm[Hg]",
+        "body_temperature": "Cel",
+        "body_weight": "kg",
+        "blood_glucose": "mg/dL",
+    }
+    return Observation(
+        id=position + 1,
+        message_id=message_id,
+        position=position,
+        gateway_id="gw-home-7",
+        seq=12,
+        patient_id=patient_id,
+        vital=vital,
+        value=value,
+        unit=units[vital],
+        measured_at=measured_at,
+        time_source="device",
+        device_id=device_id,
+        quality=list(quality or []),
+        perfusion_index=perfusion_index,
+        historical=historical,
+        received_at=measured_at + timedelta(seconds=4),
+    )
+
+
+def assessment(*, complete: bool = True) -> Assessment:
+    components: dict[str, int | None] = {
+        "respiration": 2,
+        "spo2": 3,
+        "air_or_oxygen": 0,
+        "systolic_bp": 1,
+        "pulse": 1,
+        "consciousness": 0,
+        "temperature": 1 if complete else None,
+    }
+    total = sum(score for score in components.values() if score is not None)
+    return Assessment(
+        id=1,
+        message_id=SCORE_MESSAGE,
+        gateway_id="gw-home-7",
+        seq=13,
+        patient_id="pt-0042",
+        assessed_at=T + timedelta(seconds=30),
+        total=total,
+        risk="high" if total >= 7 else "medium",
+        components=components,
+        complete=complete,
+        input_ages_s={"respiratory_rate": 12.0},
+        spo2_scale=1,
+        on_oxygen=False,
+        consciousness="A",
+        trend_rising=True,
+        historical=False,
+        received_at=T + timedelta(seconds=31),
+    )
+
+
+def patient(*, patient_id: str = "pt-0042", display_name: str | None = "Ada Example") -> Patient:
+    return Patient(
+        patient_id=patient_id,
+        display_name=display_name,
+        gateway_id="gw-home-7",
+        first_seen_at=T,
+        spo2_scale=1,
+        on_oxygen=False,
+        consciousness="A",
+    )
+
+
+def alert(*, state: str = "acknowledged", resolved_at: datetime | None = None) -> Alert:
+    return Alert(
+        id=ALERT_ID,
+        category="clinical",
+        condition="news2_high",
+        subject="pt-0042",
+        patient_id="pt-0042",
+        gateway_id="gw-home-7",
+        device_id=None,
+        state=state,
+        priority="emergency",
+        tier=2,
+        risk="high",
+        total=8,
+        reason="NEWS2 8 (high): respiration 3, spo2 3",
+        raised_at=T + timedelta(seconds=31),
+        updated_at=T + timedelta(seconds=90),
+        resolved_at=resolved_at,
+    )
+
+
+def as_json(resource: Resource) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(resource.model_dump_json(exclude_none=True))
+    return loaded
+
+
+def check_golden(name: str, resource: Resource) -> None:
+    """Compare with tests/server/fhir/golden/<name>.json (rewrite it when WARDWATCH_UPDATE_GOLDEN=1)."""
+    path = GOLDEN / f"{name}.json"
+    produced = as_json(resource)
+    if UPDATE:
+        path.write_text(json.dumps(produced, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    expected = json.loads(path.read_text(encoding="utf-8"))
+    assert produced == expected, f"{name} differs from its golden file"
+
+
+def validated(document: dict[str, Any]) -> Resource:
+    """Parse a JSON resource with the R4B model of its resourceType (raises when it is not valid)."""
+    model = get_fhir_model_class(document["resourceType"])
+    resource: Resource = model.model_validate(document)
+    return resource
