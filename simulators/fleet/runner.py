@@ -296,6 +296,7 @@ class SimulatedGateway:
         registry: SentRegistry | None,
         stop_requested: asyncio.Event,
         traffic: HomeTraffic | None = None,
+        probes_broker: bool = False,
     ) -> None:
         self.config = config
         self.index = index
@@ -304,6 +305,8 @@ class SimulatedGateway:
         self.registry = registry
         self.stop_requested = stop_requested
         self.traffic = traffic
+        self.probes_broker = probes_broker
+        """The fleet's first gateway: when its first connection fails, the broker counts as unreachable."""
         self.gateway_id = config.plan.gateway_id(index)
         self.ledger = stats.gateways.setdefault(self.gateway_id, GatewayLedger())
         self._unsent: deque[Outgoing] = deque()
@@ -429,7 +432,7 @@ class SimulatedGateway:
             except ConnectFailed as exc:
                 self.stats.connect_failures += 1
                 self.stats.note_error(f"{self.gateway_id}: {exc}")
-                if self.index == 0 and not self.first_connection.done():
+                if self.probes_broker and not self.first_connection.done():
                     self.first_connection.set_exception(BrokerUnreachable(str(exc)))
                     return
                 log.info("%s: %s", self.gateway_id, exc)
@@ -596,6 +599,20 @@ class EndToEndProbe:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def run(self) -> None:
+        """Receive until cancelled. The first connection's failure is raised (the broker is unreachable);
+        later losses are noted and the probe reconnects (deliveries while it is away are not measured)."""
+        backoff = Backoff(initial_s=0.5, maximum_s=10.0)
+        while True:
+            try:
+                await self._receive()
+            except MqttError as exc:
+                if not self.ready.done():
+                    raise
+                self.stats.note_error(f"end-to-end probe: {exc}")
+                log.info("end-to-end probe: %s", exc)
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _receive(self) -> None:
         settings = self.config.mqtt_settings(f"{self.config.plan.gateway_prefix}-e2e-{uuid.uuid4().hex[:8]}")
         async with MqttClient(settings) as client:
             await client.subscribe(
@@ -603,24 +620,27 @@ class EndToEndProbe:
                 gateway_filter(GatewayChannel.SCORE),
                 gateway_filter(GatewayChannel.EVENT),
             )
-            self.ready.set_result(None)
+            if not self.ready.done():
+                self.ready.set_result(None)
             async for message in client.messages():
-                received = time.monotonic()
-                try:
-                    where = parse_gateway_topic(message.topic)
-                    if where.gateway_id not in self.stats.gateways:
-                        continue
-                    message_id = _message_id(message.payload)
-                except (ValueError, KeyError, TypeError):
-                    continue
-                self.stats.received += 1
-                self.stats.delivery.set()
-                first_sent = self.registry.first_sent.pop(message_id, None)
-                if first_sent is None:
-                    self.stats.received_unmatched += 1
-                    continue
-                self.stats.e2e.record(received - first_sent)
-                self.stats.e2e_window.record(received - first_sent)
+                self._take(message.topic, message.payload, time.monotonic())
+
+    def _take(self, topic: str, payload: bytes, received: float) -> None:
+        try:
+            where = parse_gateway_topic(topic)
+            if where.gateway_id not in self.stats.gateways:
+                return
+            message_id = _message_id(payload)
+        except (ValueError, KeyError, TypeError):
+            return
+        self.stats.received += 1
+        self.stats.delivery.set()
+        first_sent = self.registry.first_sent.pop(message_id, None)
+        if first_sent is None:
+            self.stats.received_unmatched += 1
+            return
+        self.stats.e2e.record(received - first_sent)
+        self.stats.e2e_window.record(received - first_sent)
 
 
 def raise_open_file_limit(needed: int) -> int:
@@ -694,6 +714,7 @@ class Fleet:
                         registry=registry,
                         stop_requested=self.stop_requested,
                         traffic=homes[offset],
+                        probes_broker=offset == 0,
                     )
                     task = group.create_task(gateway.run(), name=f"fleet-gateway-{gateway.gateway_id}")
                     gateway_tasks.append(task)

@@ -34,7 +34,15 @@ from edge_agent.protocol import (
     gateway_filter,
 )
 from edge_agent.scoring import news2_one
-from simulators.fleet import Fleet, FleetConfig, FleetError, HomeTraffic, LatencyHistogram, TrafficPlan
+from simulators.fleet import (
+    BrokerUnreachable,
+    Fleet,
+    FleetConfig,
+    FleetError,
+    HomeTraffic,
+    LatencyHistogram,
+    TrafficPlan,
+)
 from simulators.fleet.command import run_fleet
 from simulators.fleet.traffic import STREAMS, TrafficError
 
@@ -222,12 +230,14 @@ async def _subscribe(
             stopping.cancel()
 
 
-async def _run_with_ledger(broker: MosquittoBroker, config: FleetConfig) -> tuple[Fleet, Ledger]:
+async def _run_with_ledger(
+    broker: MosquittoBroker, config: FleetConfig, *, first_home: int = 0
+) -> tuple[Fleet, Ledger]:
     ledger = Ledger(config.plan.gateway_prefix)
     ready, stop = asyncio.Event(), asyncio.Event()
     subscriber = asyncio.create_task(_subscribe(broker, ledger, ready, stop))
     await ready.wait()
-    fleet = Fleet(config)
+    fleet = Fleet(config, first_home=first_home)
     await fleet.run()
     expected = fleet.stats.total(fleet.stats.acknowledged) - fleet.stats.acknowledged["status"]
     async with asyncio.timeout(10):
@@ -328,7 +338,13 @@ async def test_reconnect_resends_unacknowledged_with_same_seq(
         rate=20, batch_interval_s=0.1, score_interval_s=0, gateway_prefix=f"gw{uuid.uuid4().hex[:6]}"
     )
     config = FleetConfig(
-        broker_url=broker.url, homes=2, duration_s=3.0, plan=plan, connect_rate=100, drain_timeout_s=20
+        broker_url=broker.url,
+        homes=2,
+        duration_s=3.0,
+        plan=plan,
+        connect_rate=100,
+        drain_timeout_s=20,
+        measure_e2e=True,  # the probe loses its connection too, and must not end the run
     )
     fleet = Fleet(config)
     run = asyncio.create_task(fleet.run())
@@ -439,3 +455,29 @@ async def test_refused_messages_are_counted_not_retried_and_fail_the_run(
     assert any("0x87" in error for error in summary["errors"])  # type: ignore[attr-defined]
     # On a terminal the live table was drawn.
     assert "gateways connected" in output.getvalue()
+
+
+async def test_first_home_offsets_ids_and_unreachable_broker_fails_fast() -> None:
+    plan = TrafficPlan(gateway_prefix="gwoff")
+    config = FleetConfig(broker_url=f"mqtt://127.0.0.1:{free_port()}", homes=3, duration_s=1.0, plan=plan)
+    fleet = Fleet(config, first_home=7)
+    async with asyncio.timeout(15):
+        with pytest.raises(BrokerUnreachable, match="cannot connect"):
+            await fleet.run()
+    assert list(fleet.stats.gateways) == ["gwoff-00007"]  # nobody else tried
+
+
+async def test_first_home_traffic(fleet_broker: MosquittoBroker) -> None:
+    plan = TrafficPlan(rate=6, score_interval_s=0, gateway_prefix=f"gw{uuid.uuid4().hex[:6]}")
+    config = FleetConfig(broker_url=fleet_broker.url, homes=2, duration_s=1.0, plan=plan, connect_rate=100)
+    _fleet, ledger = await _run_with_ledger(fleet_broker, config, first_home=7)
+    assert sorted(ledger.seqs) == [plan.gateway_id(7), plan.gateway_id(8)]
+    # Home 7 of a fleet split over processes sends what home 7 of one big fleet sends.
+    expected = _contents(plan, 7, 1)
+    sent = [
+        (str(vital), value)
+        for channel, body in expected
+        if channel == "obs"
+        for vital, value in ((o.vital, o.value) for o in body)
+    ]  # type: ignore[attr-defined]
+    assert ledger.values[plan.gateway_id(7)] == sent
