@@ -167,12 +167,15 @@ def _t(patient: Patient, clock: SimClock) -> float:
 async def _samples_in_time(patient: Patient, kind: DeviceKind, clock: SimClock) -> AsyncIterator[Sample]:
     """The device's samples, each released when the simulated clock reaches it.
 
-    A spot device (cuff, thermometer) first hands over the last measurement it took before the
-    simulation joined, as a real one sends its stored record when the gateway connects.
+    A device joined mid-scenario first hands over the last measurement it took before (a cuff or
+    thermometer its stored record, as real ones do when the gateway connects; a streaming device its
+    current value).
     """
     t0 = max(0.0, _t(patient, clock))
-    if patient.cadences[kind].period_s is None and t0 > 0:
-        earlier = list(patient.device_samples(kind, max(0.0, t0 - SPOT_LOOKBACK_S), t0))
+    if t0 > 0:
+        period = patient.cadences[kind].period_s
+        lookback = SPOT_LOOKBACK_S if period is None else period
+        earlier = list(patient.device_samples(kind, max(0.0, t0 - lookback), t0))
         if earlier:
             yield earlier[-1]
     for sample in patient.device_samples(kind, t0):

@@ -17,6 +17,11 @@ const COMPONENT_LABEL = {
   respiration: "RR", spo2: "SpO2", air_or_oxygen: "O2", systolic_bp: "SBP",
   pulse: "HR", consciousness: "ACVPU", temperature: "T",
 };
+// Default chart ranges per vital; widened to include every value shown.
+const CHART_RANGE = {
+  spo2: [82, 100], heart_rate: [35, 150], respiratory_rate: [5, 35],
+  systolic_bp: [80, 190], body_temperature: [34.5, 40.5], news2: [0, 14],
+};
 const RISK_LABEL = { high: "High", medium: "Medium", "low-medium": "Low-medium", low: "Low" };
 // Staleness windows used for display (the gateway's defaults, docs/scoring.md).
 const STALE_AFTER_S = {
@@ -57,6 +62,8 @@ const svgEl = (tag, attrs = {}) => {
 
 function ago(seconds) {
   if (seconds === null || seconds === undefined) return "never";
+  if (seconds < -5) return "ahead of server clock";
+  if (seconds < 0) return "just now";
   if (seconds < 90) return `${Math.round(seconds)} s ago`;
   if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
   if (seconds < 172800) return `${(seconds / 3600).toFixed(1)} h ago`;
@@ -271,20 +278,19 @@ async function drawSparklines(patients) {
     const { trend } = state.sparks.get(patient.patient_id);
     for (const holder of document.querySelectorAll(`.spark[data-patient="${CSS.escape(patient.patient_id)}"]`)) {
       const series = trend.vitals[holder.dataset.vital] || [];
-      holder.replaceChildren(sparkline(series));
+      holder.replaceChildren(sparkline(series, Date.parse(trend.since), Date.parse(trend.until)));
     }
   }
 }
 
-function sparkline(series) {
+function sparkline(series, start, end) {
   const width = 90, height = 22;
   const svg = svgEl("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
   const points = series.filter((point) => point.mean !== null);
   svg.setAttribute("aria-label", points.length ? `24-hour trend, ${points.length} points` : "no data in 24 h");
-  if (points.length < 2) return svg;
+  if (!points.length) return svg;
   const values = points.map((point) => point.mean);
   const low = Math.min(...values), high = Math.max(...values), span = high - low || 1;
-  const start = Date.parse(points[0].start), end = Date.parse(points[points.length - 1].start) || start + 1;
   const d = points
     .map((point, index) => {
       const x = ((Date.parse(point.start) - start) / (end - start || 1)) * (width - 2) + 1;
@@ -293,6 +299,9 @@ function sparkline(series) {
     })
     .join(" ");
   svg.append(svgEl("path", { d, fill: "none", stroke: "#12263a", "stroke-width": "1.2" }));
+  const last = points[points.length - 1];
+  const lastX = ((Date.parse(last.start) - start) / (end - start || 1)) * (width - 2) + 1;
+  svg.append(svgEl("circle", { cx: lastX, cy: height - 2 - ((last.mean - low) / span) * (height - 4), r: 1.8, fill: "#12263a" }));
   return svg;
 }
 
@@ -340,21 +349,20 @@ async function renderCharts(patientId, settings) {
   const spo2Band = settings.spo2_scale === 2 ? (settings.on_oxygen ? "spo2_scale_2_on_oxygen" : "spo2_scale_2_on_air") : "spo2_scale_1";
   for (const [code, label, unit] of VITALS) {
     const band = bands[code === "spo2" ? spo2Band : CHART_BANDS[code]];
-    holder.append(chartFigure(`${label} (${unit})`, trend.vitals[code] || [], band, trend));
+    holder.append(chartFigure(`${label} (${unit})`, trend.vitals[code] || [], band, trend, CHART_RANGE[code]));
   }
-  holder.append(chartFigure("NEWS2 total", trend.news2 || [], bands.news2_total, trend));
+  holder.append(chartFigure("NEWS2 total", trend.news2 || [], bands.news2_total, trend, CHART_RANGE.news2));
 }
 
-function chartFigure(title, series, band, trend) {
+function chartFigure(title, series, band, trend, range) {
   const width = 640, height = 120, left = 34, right = 6, top = 6, bottom = 18;
   const svg = svgEl("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${title}, last 24 hours` });
   const points = series.filter((point) => point.mean !== null);
   const start = Date.parse(trend.since), end = Date.parse(trend.until);
-  let low = Infinity, high = -Infinity;
+  let [low, high] = range || [Infinity, -Infinity];
   for (const point of points) { low = Math.min(low, point.min); high = Math.max(high, point.max); }
-  if (band?.cuts?.length) { low = Math.min(low, band.cuts[0] - 2); high = Math.max(high, band.cuts[band.cuts.length - 1] + 2); }
   if (!isFinite(low)) { low = 0; high = 1; }
-  const pad = (high - low) * 0.05 || 1; low -= pad; high += pad;
+  const pad = (high - low) * 0.04 || 1; low -= pad; high += pad;
   const x = (t) => left + ((t - start) / (end - start)) * (width - left - right);
   const y = (v) => top + (1 - (v - low) / (high - low)) * (height - top - bottom);
   if (band?.cuts) {
@@ -377,10 +385,15 @@ function chartFigure(title, series, band, trend) {
   if (points.length) {
     const d = points.map((p, i) => `${i ? "L" : "M"}${x(Date.parse(p.start)).toFixed(1)},${y(p.mean).toFixed(1)}`).join(" ");
     svg.append(svgEl("path", { class: "line", d }));
+    for (const p of points) {
+      const cx = x(Date.parse(p.start));
+      if (p.max > p.min) svg.append(svgEl("line", { class: "range", x1: cx, x2: cx, y1: y(p.min), y2: y(p.max) }));
+      svg.append(svgEl("circle", { class: "dot", cx, cy: y(p.mean), r: 2.2 }));
+    }
   }
   for (const hoursAgo of [24, 18, 12, 6, 0]) {
     const t = end - hoursAgo * 3600_000;
-    const text = svgEl("text", { class: "axis", x: x(t) - 10, y: height - 4 });
+    const text = svgEl("text", { class: "axis", x: hoursAgo ? x(t) - 10 : x(t), y: height - 4, "text-anchor": hoursAgo ? "start" : "end" });
     text.textContent = hoursAgo ? `-${hoursAgo} h` : "now";
     svg.append(text);
   }
