@@ -196,7 +196,7 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 
 def check_identity(name: str, kind: Kind, role: ClientRole | None = None) -> str:
     """Raise PkiError unless ``name`` is a valid CN for this kind of identity."""
-    if not IDENTITY_PATTERN.match(name):
+    if not IDENTITY_PATTERN.fullmatch(name):
         raise PkiError(
             f"{name!r} is not a valid identity: use 1-64 letters, digits, '_', '.', '-', starting with a "
             "letter or digit (it becomes the MQTT username and appears inside topics)"
@@ -363,7 +363,7 @@ class CertificateAuthority:
     ) -> Issued:
         """A TLS server certificate for the broker; SAN from ``dns_names`` and ``ip_addresses``
         (``name`` itself as the only DNS name when neither is given)."""
-        if not IDENTITY_PATTERN.match(name):
+        if not IDENTITY_PATTERN.fullmatch(name):
             raise PkiError(f"server name {name!r}: use letters, digits, '_', '.', '-'")
         alternative: list[x509.GeneralName] = [
             x509.DNSName(d) for d in (dns_names or ([] if ip_addresses else [name]))
