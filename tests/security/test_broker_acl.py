@@ -255,3 +255,25 @@ def test_gateway_cannot_read_another_gateways_commands_mqtt311(
         gateway_a.close()
         server.close()
     assert received == [own]
+
+
+async def test_a_gateway_cannot_take_over_another_gateways_session(
+    secure_broker: MosquittoBroker, pki: Pki
+) -> None:
+    """use_username_as_clientid: the client id is the certificate's CN whatever the client asks for, so
+    A asking for B's client id neither disconnects B nor inherits B's session (queued commands)."""
+    async with (
+        client(secure_broker, pki[GATEWAY_B]) as gateway_b,
+        client(secure_broker, pki[SERVER_INGEST]) as server,
+    ):
+        await server.subscribe(gateway_filter())
+        async with client(secure_broker, pki[GATEWAY_A], client_id=GATEWAY_B) as impostor:
+            await impostor.publish(gateway_topic(GATEWAY_A, "event"), b"from a")
+            await gateway_b.publish(gateway_topic(GATEWAY_B, "event"), b"from b")  # B is still connected
+            first, second = await next_message(server), await next_message(server)
+        assert gateway_b.is_connected
+    assert [(m.topic, m.payload) for m in (first, second)] == [
+        (gateway_topic(GATEWAY_A, "event"), b"from a"),
+        (gateway_topic(GATEWAY_B, "event"), b"from b"),
+    ]
+    assert f"as {GATEWAY_A} (" in secure_broker.log_text()

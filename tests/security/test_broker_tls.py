@@ -9,15 +9,23 @@ certificate, so the refusal shows as the connection closing before any CONNACK.
 
 from __future__ import annotations
 
+import shutil
+import signal
 import socket
 import ssl
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from security_support import GATEWAY_A, GATEWAY_B, REVOKED_GATEWAY, Identity, Pki, client, tls_context
 from support.broker import MosquittoBroker
 
-from edge_agent.mqtt import ConnectFailed, MqttClient, MqttSettings, TlsFiles
+from edge_agent.mqtt import ConnectFailed, ConnectionLost, MqttClient, MqttSettings, TlsFiles
+from edge_agent.protocol import gateway_topic
 from server.pki import CertificateAuthority
 
 # MQTT 3.1.1 CONNECT: protocol "MQTT" level 4, clean session, keepalive 30 s, empty client id.
@@ -127,3 +135,74 @@ def test_tls_1_1_is_refused(secure_broker: MosquittoBroker, pki: Pki) -> None:
         return
     assert "PROTOCOL_VERSION" in str(refused.value) or "UNSUPPORTED_PROTOCOL" in str(refused.value)
     assert "unsupported protocol" in secure_broker.log_text()
+
+
+# -- revocation in operation ---------------------------------------------------------------------------
+
+
+def own_copy_of(pki: Pki, tmp_path: Path) -> CertificateAuthority:
+    """A copy of the session's CA that this test may revoke in without disturbing the others."""
+    shutil.copytree(pki.authority.directory, tmp_path / "ca-copy")
+    return CertificateAuthority.open(tmp_path / "ca-copy")
+
+
+def reload_broker(broker: MosquittoBroker) -> None:
+    """SIGHUP, then wait until the broker has logged the reload (it re-reads the CRL and the ACL file in
+    the same main-loop turn, before it accepts another connection). The log is the only signal."""
+    assert broker.process is not None
+    reloads = broker.log_text().count("Reloading config.")
+    broker.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while broker.log_text().count("Reloading config.") == reloads:
+        assert time.monotonic() < deadline, "mosquitto did not reload"
+        time.sleep(0.01)
+
+
+async def test_revoking_and_reloading_refuses_new_connections_restart_ends_the_old_one(
+    secure_broker: MosquittoBroker, pki: Pki, tmp_path: Path
+) -> None:
+    authority = own_copy_of(pki, tmp_path)
+    gateway = pki[GATEWAY_A]
+    at_1_2 = tls_context(gateway, gateway.ca_file, maximum=ssl.TLSVersion.TLSv1_2)
+    async with client(secure_broker, gateway) as already_connected:
+        authority.revoke(GATEWAY_A, reason="key-compromise")
+        shutil.copyfile(authority.crl_path, tmp_path / "etc-mosquitto-wardwatch" / "crl.pem")
+        reload_broker(secure_broker)
+        with pytest.raises(ssl.SSLError, match="CERTIFICATE_REVOKED"):
+            mqtt_over_tls(secure_broker, at_1_2)
+        # A TLS session is checked once, at the handshake: the connection made before stays up ...
+        await already_connected.publish(gateway_topic(GATEWAY_A, "obs"), b"still connected")
+        # ... until the broker restarts (docs/security.md: revoke, then restart the broker).
+        secure_broker.stop()
+        assert isinstance(await already_connected.wait_closed(), ConnectionLost)
+    secure_broker.start()
+    with pytest.raises(ssl.SSLError, match="CERTIFICATE_REVOKED"):
+        mqtt_over_tls(secure_broker, at_1_2)
+
+
+def test_an_expired_crl_locks_every_client_out_until_it_is_refreshed(
+    secure_broker: MosquittoBroker, pki: Pki, tmp_path: Path
+) -> None:
+    """Why `wardwatch pki crl` must run well before the CRL's next-update (docs/security.md)."""
+    authority = own_copy_of(pki, tmp_path)
+    key = serialization.load_pem_private_key(authority.ca_key_path.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    now = datetime.now(UTC)
+    expired = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(authority.ca_certificate().subject)
+        .last_update(now - timedelta(days=31))
+        .next_update(now - timedelta(minutes=1))
+        .sign(key, hashes.SHA256())
+    )
+    installed = tmp_path / "etc-mosquitto-wardwatch" / "crl.pem"
+    installed.write_bytes(expired.public_bytes(serialization.Encoding.PEM))
+    reload_broker(secure_broker)
+    gateway = pki[GATEWAY_A]
+    at_1_2 = tls_context(gateway, gateway.ca_file, maximum=ssl.TLSVersion.TLSv1_2)
+    with pytest.raises(ssl.SSLError, match="CERTIFICATE_EXPIRED"):
+        mqtt_over_tls(secure_broker, at_1_2)
+    authority.refresh_crl(crl_days=30)
+    shutil.copyfile(authority.crl_path, installed)
+    reload_broker(secure_broker)
+    assert mqtt_over_tls(secure_broker, at_1_2) == ("TLSv1.2", CONNACK_ACCEPTED)
