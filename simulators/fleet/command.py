@@ -1,8 +1,8 @@
 """``wardwatch sim fleet``: wire-contract load from N simulated gateways, with live progress and a summary.
 
-Exit status: 0 when every message sent was acknowledged, 1 when the broker refused or never acknowledged
-some, 2 for a usage error or a broker the first gateway cannot reach, 130 after Ctrl-C (once: stop
-planning, drain, publish deaths; twice: abandon).
+Exit status: 0 when every message planned was sent and acknowledged; 1 when the broker refused some, or
+some were never sent or never acknowledged; 2 for a usage error or a broker the first gateway cannot
+reach; 130 after Ctrl-C (once: stop planning, drain, publish deaths; twice: abandon).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ async def run_fleet(
     assert isinstance(messages, dict)
     if fleet.stats.interrupted:
         status = EXIT_INTERRUPTED
-    elif messages["refused"] or messages["unacknowledged"]:
+    elif messages["refused"] or messages["unacknowledged"] or messages["never_sent"]:
         status = EXIT_UNACKNOWLEDGED
     else:
         status = EXIT_OK

@@ -221,6 +221,7 @@ class FleetStats:
                 "acknowledged": self.total(self.acknowledged),
                 "refused": self.total(self.refused),
                 "unacknowledged": self.unacknowledged(),
+                "never_sent": sum(ledger.next_seq - ledger.sent for ledger in self.gateways.values()),
                 "retransmitted": self.retransmitted,
                 "sequenced_sent": sequenced_sent,
                 "sequenced_acknowledged": sequenced_acked,
@@ -350,7 +351,9 @@ class SimulatedGateway:
             abandoned = len(self._unsent) + len(self._inflight)
             self.stats.backlog -= abandoned
             if abandoned:
+                # Counted per gateway in the summary; one log line per gateway would drown a big fleet.
                 self.stats.note_error(f"{self.gateway_id}: {abandoned} messages never acknowledged")
+                log.debug("%s: %d messages never acknowledged", self.gateway_id, abandoned)
 
     async def _plan(self) -> None:
         """Put each tick's messages in the send queue when the tick's interval has passed.
@@ -435,12 +438,12 @@ class SimulatedGateway:
                 if self.probes_broker and not self.first_connection.done():
                     self.first_connection.set_exception(BrokerUnreachable(str(exc)))
                     return
-                log.info("%s: %s", self.gateway_id, exc)
+                log.debug("%s: %s", self.gateway_id, exc)
             except MqttError as exc:
                 self.stats.note_error(f"{self.gateway_id}: {exc}")
-                log.info("%s: %s", self.gateway_id, exc)
+                log.debug("%s: %s", self.gateway_id, exc)
             if self._drain_deadline is not None and loop.time() >= self._drain_deadline:
-                log.warning("%s: stopped reconnecting at the drain timeout", self.gateway_id)
+                log.debug("%s: stopped reconnecting at the drain timeout", self.gateway_id)
                 return
             try:
                 async with asyncio.timeout_at(self._drain_deadline):
@@ -474,7 +477,7 @@ class SimulatedGateway:
                     lost = await self._exchange(client)
             except TimeoutError:
                 gave_up = True
-                log.warning("%s: gave up waiting for PUBACKs after the drain timeout", self.gateway_id)
+                log.debug("%s: gave up waiting for PUBACKs after the drain timeout", self.gateway_id)
             finally:
                 self._timeout = None
             if not gave_up:
@@ -567,6 +570,8 @@ class SimulatedGateway:
                 await client.publish(message.topic, message.payload)
             except PublishRefused as exc:
                 self._inflight.pop(message.seq, None)
+                if self.registry is not None:
+                    self.registry.first_sent.pop(message.message_id, None)
                 self.ledger.refused += 1
                 self.stats.refused[message.kind] += 1
                 self.stats.backlog -= 1

@@ -481,3 +481,42 @@ async def test_first_home_traffic(fleet_broker: MosquittoBroker) -> None:
         for vital, value in ((o.vital, o.value) for o in body)
     ]  # type: ignore[attr-defined]
     assert ledger.values[plan.gateway_id(7)] == sent
+
+
+async def test_broker_gone_for_good_ends_at_the_drain_timeout(
+    broker_factory: Callable[..., MosquittoBroker],
+) -> None:
+    """The broker dies and stays dead: the run still ends (drain timeout), every planned message is
+    accounted for as acknowledged, unacknowledged or never sent."""
+    broker = broker_factory()
+    plan = TrafficPlan(
+        rate=10, batch_interval_s=0.1, score_interval_s=0, gateway_prefix=f"gw{uuid.uuid4().hex[:6]}"
+    )
+    config = FleetConfig(
+        broker_url=broker.url, homes=2, duration_s=1.5, plan=plan, connect_rate=100, drain_timeout_s=1.0
+    )
+
+    fleet = Fleet(config)
+
+    async def kill_after_some_traffic() -> None:
+        while fleet.stats.total(fleet.stats.acknowledged) < 8:
+            fleet.stats.progress.clear()
+            await fleet.stats.progress.wait()
+        broker.kill()
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    killer = asyncio.create_task(kill_after_some_traffic())
+    async with asyncio.timeout(20):
+        stats = await fleet.run()
+    await killer
+    assert loop.time() - started < 12
+    summary = stats.summary(config)
+    messages = summary["messages"]
+    assert isinstance(messages, dict)
+    assert messages["unacknowledged"] + messages["never_sent"] > 0
+    assert stats.connections_lost == 2
+    for index in range(2):
+        ledger = stats.gateways[plan.gateway_id(index)]
+        assert ledger.next_seq == 15 + 4
+        assert ledger.sent <= ledger.next_seq and ledger.acknowledged < ledger.next_seq
