@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from server.pki.acl import acl_block
 from server.pki.authority import (
     REVOCATION_REASONS,
     CertificateAuthority,
@@ -85,7 +86,8 @@ def _issue_server(args: argparse.Namespace) -> int:
 def _issue_client(args: argparse.Namespace) -> int:
     issued = _open(args).issue_client(args.name, role=args.role, days=args.days, renew=args.renew)
     _print_issued(issued)
-    print(f"  add a `user {args.name}` block for it to the broker's ACL file (docs/security.md)")
+    print("  add this block to the broker's ACL file, then reload the broker (docs/security.md):\n")
+    print(acl_block(args.name, args.role))
     return 0
 
 

@@ -56,7 +56,7 @@ def gateway_config(
 def make_agent(config: GatewayConfig, device: ScriptedDevice) -> Agent:
     return Agent(
         config,
-        device_factory=lambda _d: device,  # type: ignore[arg-type,return-value]
+        device_factory=lambda _d: device,
         reassess_interval_s=0.5,
         device_backoff=lambda: Backoff(initial_s=0.01, maximum_s=0.05),
         uplink_options=UplinkOptions(

@@ -277,3 +277,17 @@ async def test_a_gateway_cannot_take_over_another_gateways_session(
         (gateway_topic(GATEWAY_B, "event"), b"from b"),
     ]
     assert f"as {GATEWAY_A} (" in secure_broker.log_text()
+
+
+async def test_two_connections_with_one_certificate_cannot_coexist(
+    secure_broker: MosquittoBroker, pki: Pki
+) -> None:
+    """Why every server connection needs its own certificate (docs/security.md): with the client id taken
+    from the CN, a second connection with the same certificate takes the first one's place."""
+    async with (
+        client(secure_broker, pki[SERVER_INGEST], client_id="wardwatch-1-ingest") as first,
+        client(secure_broker, pki[SERVER_INGEST], client_id="wardwatch-1-pub") as second,
+    ):
+        async with asyncio.timeout(10):
+            await first.wait_closed()
+        assert second.is_connected

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from edge_agent.cli import main
 from edge_agent.protocol import GatewayId
 from server.pki import CertificateAuthority, Kind, PkiError
+from server.pki.acl import acl_block
 from server.pki.authority import IDENTITY_PATTERN, check_identity
 
 
@@ -248,3 +249,20 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "reserved" in capsys.readouterr().err
     assert main(["pki", "issue-gateway", "gw-1", "--dir", str(tmp_path / "nowhere")]) == 2
     assert "wardwatch pki init" in capsys.readouterr().err
+
+
+def test_the_shipped_acl_blocks_are_what_pki_prints() -> None:
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl").read_text(encoding="utf-8")
+    settings = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    patterns = [line for line in settings if line.startswith("pattern ")]
+    assert patterns == [
+        f"pattern write wardwatch/v1/gw/%u/{channel}"
+        for channel in ("status", "obs", "score", "event", "cmd-ack")
+    ] + ["pattern read wardwatch/v1/gw/%u/cmd/+"]
+    blocks = "\n".join(settings[len(patterns) :]).split("\nuser ")
+    shipped = ["user " + block.removeprefix("user ") + "\n" for block in blocks]
+    assert shipped == [
+        acl_block("wardwatch-server-1-ingest", "server"),
+        acl_block("wardwatch-server-1-pub", "server"),
+        acl_block("cc-console-1", "command-center"),
+    ]
