@@ -552,46 +552,49 @@ class SimulatedGateway:
                     continue
                 message = self._unsent.popleft()
                 self._inflight[message.seq] = message
-                group.create_task(self._publish(client, message))
+                publishing = group.create_task(self._publish(client, message))
+                # Released by a done callback, not in the coroutine: a task cancelled before it started
+                # never runs its finally, and the window would shrink at every reconnect.
+                publishing.add_done_callback(self._published)
+
+    def _published(self, _task: asyncio.Task[None]) -> None:
+        self._window.release()
+        self._work.set()
 
     async def _publish(self, client: MqttClient, message: Outgoing) -> None:
+        now = time.monotonic()
+        if message.first_sent is None:
+            message.first_sent = now
+            self.ledger.sent += 1
+            self.stats.sent[message.kind] += 1
+            self.stats.observations_sent += message.observations
+            if self.registry is not None:
+                self.registry.first_sent[message.message_id] = now
+        else:
+            self.stats.retransmitted += 1
         try:
-            now = time.monotonic()
-            if message.first_sent is None:
-                message.first_sent = now
-                self.ledger.sent += 1
-                self.stats.sent[message.kind] += 1
-                self.stats.observations_sent += message.observations
-                if self.registry is not None:
-                    self.registry.first_sent[message.message_id] = now
-            else:
-                self.stats.retransmitted += 1
-            try:
-                await client.publish(message.topic, message.payload)
-            except PublishRefused as exc:
-                self._inflight.pop(message.seq, None)
-                if self.registry is not None:
-                    self.registry.first_sent.pop(message.message_id, None)
-                self.ledger.refused += 1
-                self.stats.refused[message.kind] += 1
-                self.stats.backlog -= 1
-                self.stats.note_error(f"{self.gateway_id} seq {message.seq}: {exc}")
-                return
-            except MqttError:
-                return  # the connection loop requeues it and sends it again on the next connection
-            if self._inflight.pop(message.seq, None) is None:
-                return
-            latency = time.monotonic() - now
-            self.stats.puback.record(latency)
-            self.stats.puback_window.record(latency)
-            self.ledger.acknowledged += 1
-            self.stats.acknowledged[message.kind] += 1
-            self.stats.observations_acknowledged += message.observations
+            await client.publish(message.topic, message.payload)
+        except PublishRefused as exc:
+            self._inflight.pop(message.seq, None)
+            if self.registry is not None:
+                self.registry.first_sent.pop(message.message_id, None)
+            self.ledger.refused += 1
+            self.stats.refused[message.kind] += 1
             self.stats.backlog -= 1
-            self.stats.progress.set()
-        finally:
-            self._window.release()
-            self._work.set()
+            self.stats.note_error(f"{self.gateway_id} seq {message.seq}: {exc}")
+            return
+        except MqttError:
+            return  # the connection loop requeues it and sends it again on the next connection
+        if self._inflight.pop(message.seq, None) is None:
+            return
+        latency = time.monotonic() - now
+        self.stats.puback.record(latency)
+        self.stats.puback_window.record(latency)
+        self.ledger.acknowledged += 1
+        self.stats.acknowledged[message.kind] += 1
+        self.stats.observations_acknowledged += message.observations
+        self.stats.backlog -= 1
+        self.stats.progress.set()
 
 
 class EndToEndProbe:

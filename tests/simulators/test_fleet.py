@@ -331,11 +331,12 @@ async def test_same_seed_same_values_on_the_wire(fleet_broker: MosquittoBroker) 
 async def test_reconnect_resends_unacknowledged_with_same_seq(
     broker_factory: Callable[..., MosquittoBroker],
 ) -> None:
-    """The broker dies mid-run and comes back on the same port: every message is acknowledged once it
-    is back, seq stays contiguous, and the gateway opened a new session."""
+    """The broker dies twice mid-run and comes back on the same port: the gateways reconnect with new
+    sessions and every planned message is acknowledged in the end (unacknowledged ones are sent again;
+    a small in-flight window must survive the reconnects)."""
     broker = broker_factory(persistence=True, extra_config="set_tcp_nodelay true")
     plan = TrafficPlan(
-        rate=20, batch_interval_s=0.1, score_interval_s=0, gateway_prefix=f"gw{uuid.uuid4().hex[:6]}"
+        rate=50, batch_interval_s=0.02, score_interval_s=0, gateway_prefix=f"gw{uuid.uuid4().hex[:6]}"
     )
     config = FleetConfig(
         broker_url=broker.url,
@@ -343,24 +344,26 @@ async def test_reconnect_resends_unacknowledged_with_same_seq(
         duration_s=3.0,
         plan=plan,
         connect_rate=100,
+        max_inflight=2,
         drain_timeout_s=20,
         measure_e2e=True,  # the probe loses its connection too, and must not end the run
     )
     fleet = Fleet(config)
     run = asyncio.create_task(fleet.run())
-    async with asyncio.timeout(10):
-        while fleet.stats.total(fleet.stats.acknowledged) < 10:
-            fleet.stats.progress.clear()
-            await fleet.stats.progress.wait()
-    broker.kill()
-    broker.start()
+    for threshold in (20, 80):
+        async with asyncio.timeout(10):
+            while fleet.stats.total(fleet.stats.acknowledged) < threshold:
+                fleet.stats.progress.clear()
+                await fleet.stats.progress.wait()
+        broker.kill()
+        broker.start()
     stats = await run
-    assert stats.reconnects >= 2 and stats.connections_lost >= 2
+    assert stats.reconnects >= 4 and stats.connections_lost >= 4
     assert stats.unacknowledged() == 0
     for index in range(2):
         ledger = stats.gateways[plan.gateway_id(index)]
-        assert ledger.acknowledged == ledger.sent == ledger.next_seq == 30 + 4
-        assert ledger.sessions >= 2
+        assert ledger.acknowledged == ledger.sent == ledger.next_seq == 150 + 4
+        assert ledger.sessions >= 3
 
 
 # -- command line ---------------------------------------------------------------------------------------
