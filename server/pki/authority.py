@@ -476,13 +476,15 @@ class CertificateAuthority:
             cert = builder.sign(ca_key, hashes.SHA256())
             cert_path = self.directory / folder / f"{stem}.pem"
             key_path = self.directory / folder / f"{stem}.key"
+            record = self._record(cert, kind, role, str(folder / f"{stem}.pem"))
+            index.certificates.append(record)
+            # The index first: a crash before the files are written leaves a listed certificate nobody
+            # holds (harmless), never a certificate in someone's hands that `revoke` cannot find.
+            self._write_index(index)
             _write_private(key_path, _key_pem(key))
             _write_public(cert_path, _cert_pem(cert))
             if kind is not Kind.SERVER:
                 _write_public(self.directory / folder / CA_CERT, _cert_pem(ca_cert))
-            record = self._record(cert, kind, role, str(folder / f"{stem}.pem"))
-            index.certificates.append(record)
-            self._write_index(index)
         return Issued(record=record, cert_path=cert_path, key_path=key_path)
 
     # -- revoking -------------------------------------------------------------------------------------

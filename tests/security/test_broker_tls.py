@@ -206,3 +206,14 @@ def test_an_expired_crl_locks_every_client_out_until_it_is_refreshed(
     shutil.copyfile(authority.crl_path, installed)
     reload_broker(secure_broker)
     assert mqtt_over_tls(secure_broker, at_1_2) == ("TLSv1.2", CONNACK_ACCEPTED)
+
+
+def test_the_brokers_server_certificate_is_not_a_client_identity(
+    secure_broker: MosquittoBroker, pki: Pki
+) -> None:
+    """A serverAuth-only certificate from the same CA (CN "broker") cannot log in as a client."""
+    servers = pki.authority.directory / "servers" / "broker"
+    identity = Identity("broker", pki.authority.ca_cert_path, servers / "server.pem", servers / "server.key")
+    with pytest.raises(ssl.SSLError):
+        mqtt_over_tls(secure_broker, tls_context(identity, identity.ca_file, maximum=ssl.TLSVersion.TLSv1_2))
+    assert "certificate verify failed" in secure_broker.log_text()
