@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -135,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary, status = asyncio.run(run_fleet(config, first_home=args.first_home, console=console))
     except BrokerUnreachable as exc:
-        print(f"{prog}: error: cannot reach the broker at {config.broker_url}: {exc}", file=sys.stderr)
+        print(f"{prog}: error: cannot reach the broker at {config.broker_display}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FleetError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -228,6 +229,10 @@ def register_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
     parser.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
     parser.add_argument("--tls-key", type=Path, help="client private key (mutual TLS)")
     parser.add_argument("--username", help="MQTT user name")
-    parser.add_argument("--password", help="MQTT password")
+    parser.add_argument(
+        "--password",
+        default=os.environ.get("WARDWATCH_FLEET_PASSWORD"),
+        help="MQTT password (default: $WARDWATCH_FLEET_PASSWORD, which keeps it out of the process list)",
+    )
     parser.add_argument("--json-summary", type=Path, metavar="PATH", help="also write the summary as JSON")
     parser.set_defaults(run=_run)

@@ -74,7 +74,7 @@ class Progress:
     def table(self) -> Table:
         stats = self.stats
         messages_per_s, observations_per_s = self.sample()
-        table = Table(title=f"wardwatch sim fleet → {self.config.broker_url}", show_header=False)
+        table = Table(title=f"wardwatch sim fleet → {self.config.broker_display}", show_header=False)
         table.add_column("what", style="bold")
         table.add_column("value", justify="right")
         table.add_row("elapsed", f"{stats.elapsed_s:.0f} s of {self.config.duration_s:g} s")

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from edge_agent.backoff import Backoff
 from edge_agent.mqtt import (
@@ -112,6 +113,15 @@ class FleetConfig:
         if self.session is not None and self.session < 1:
             raise FleetError("--session must be >= 1")
         self.mqtt_settings("probe")  # validates the URL and TLS combination now
+
+    @property
+    def broker_display(self) -> str:
+        """The broker URL without any user name or password in it, for displays and summaries."""
+        parts = urlsplit(self.broker_url)
+        netloc = parts.hostname or ""
+        if parts.port is not None:
+            netloc = f"{netloc}:{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
     def mqtt_settings(self, client_id: str, *, will: Will | None = None) -> MqttSettings:
         try:
@@ -202,7 +212,7 @@ class FleetStats:
         sequenced_acked = sum(self.acknowledged[kind] for kind in ("obs", "score", "event"))
         return {
             "homes": self.homes,
-            "broker": config.broker_url,
+            "broker": config.broker_display,
             "seed": config.plan.seed,
             "rate_per_home": config.plan.rate,
             "batch_interval_s": config.plan.batch_interval_s,

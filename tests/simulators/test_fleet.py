@@ -39,6 +39,7 @@ from simulators.fleet import (
     Fleet,
     FleetConfig,
     FleetError,
+    FleetStats,
     HomeTraffic,
     LatencyHistogram,
     TrafficPlan,
@@ -147,6 +148,11 @@ def test_plan_rejects_what_the_wire_contract_would_refuse() -> None:
         TrafficPlan(scenarios={"flu": 1})
     with pytest.raises(FleetError, match="mqtt://"):
         FleetConfig(broker_url="http://localhost", homes=1, duration_s=1)
+    with pytest.raises(FleetError, match="no TLS files"):
+        FleetConfig(broker_url="mqtts://localhost", homes=1, duration_s=1)
+    secret = FleetConfig(broker_url="mqtt://fleet:s3cret@broker:1884", homes=1, duration_s=1)
+    assert secret.broker_display == "mqtt://broker:1884"
+    assert "s3cret" not in json.dumps(FleetStats(1).summary(secret))
 
 
 # -- latency histogram --------------------------------------------------------------------------------
