@@ -529,3 +529,25 @@ async def test_broker_gone_for_good_ends_at_the_drain_timeout(
         ledger = stats.gateways[plan.gateway_id(index)]
         assert ledger.next_seq == 15 + 4
         assert ledger.sent <= ledger.next_seq and ledger.acknowledged < ledger.next_seq
+
+
+@pytest.mark.slow
+async def test_two_hundred_homes_ramp_up_and_ledger(fleet_broker: MosquittoBroker) -> None:
+    """Scale smoke test: 200 connections ramped at 400/s, default rate, every acknowledged message
+    received once and every gateway's sequence contiguous."""
+    plan = TrafficPlan(seed=5, score_interval_s=1, gateway_prefix=f"gw{uuid.uuid4().hex[:6]}")
+    config = FleetConfig(
+        broker_url=fleet_broker.url,
+        homes=200,
+        duration_s=2.0,
+        plan=plan,
+        connect_rate=400,
+        heartbeat_interval_s=1,
+    )
+    fleet, ledger = await _run_with_ledger(fleet_broker, config)
+    stats = fleet.stats
+    assert stats.connects == 200 and stats.reconnects == 0
+    assert len(ledger.seqs) == 200
+    assert all(seqs == list(range(2 + 4 + 1)) for seqs in ledger.seqs.values())
+    assert ledger.observations == stats.observations_acknowledged == 200 * 2 * 6
+    assert stats.unacknowledged() == 0
