@@ -191,6 +191,9 @@ def vitals_for(code_filter: CodeFilter | None) -> tuple[list[VitalCode], bool]:
     if code_filter is None:
         return list(VitalCode), True
     vitals = [vital for vital in VitalCode if code_filter.matches(_vital_codes(vital))]
+    if any(vital in codes.BLOOD_PRESSURE_VITALS for vital in vitals):
+        # A panel is built from all three; reading only some would turn a paired MAP into a lone one.
+        vitals = [vital for vital in VitalCode if vital in vitals or vital in codes.BLOOD_PRESSURE_VITALS]
     news2 = code_filter.matches([(codes.SNOMED, codes.NEWS2_TOTAL[0])])
     return vitals, news2
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from edge_agent import protocol
+from server.ingest import Ingestor
 from server.storage.models import Alert, Assessment, Observation, Patient
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -19,6 +24,7 @@ UPDATE = os.environ.get("WARDWATCH_UPDATE_GOLDEN") == "1"
 """Set WARDWATCH_UPDATE_GOLDEN=1 to rewrite the golden files (then review the diff)."""
 
 T = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+FHIR_JSON = "application/fhir+json"
 MESSAGE = uuid.UUID("01956a3c-4f00-7abc-8def-0123456789ab")
 SCORE_MESSAGE = uuid.UUID("01956a3c-5000-7abc-8def-0123456789ab")
 ALERT_ID = uuid.UUID("5b0e7c1e-2f4a-4d7e-9a51-3c2b1a0f9e8d")
@@ -153,3 +159,95 @@ def validated(document: dict[str, Any]) -> Resource:
     model = get_fhir_model_class(document["resourceType"])
     resource: Resource = model.model_validate(document)
     return resource
+
+
+# Wire messages for the tests that go through the real ingest
+
+
+def vital_reading(
+    patient: str, vital: protocol.VitalCode, value: float, when: datetime, device: str, **extra: Any
+) -> protocol.Observation:
+    return protocol.Observation(
+        patient_id=patient,
+        vital=vital,
+        value=value,
+        unit=protocol.VITALS[vital].ucum,
+        measured_at=when,
+        time_source=protocol.TimeSource.DEVICE,
+        device_id=device,
+        **extra,
+    )
+
+
+class Sequencer:
+    """Continuous sequence numbers per gateway, as a real gateway sends them."""
+
+    def __init__(self, start: int = -1) -> None:
+        self.start = start
+        self.seqs: dict[str, int] = {}
+
+    def next(self, gateway: str) -> int:
+        self.seqs[gateway] = self.seqs.get(gateway, self.start) + 1
+        return self.seqs[gateway]
+
+    def batch(self, gateway: str, readings: list[protocol.Observation]) -> protocol.ObservationBatch:
+        return protocol.ObservationBatch(
+            message_id=protocol.new_message_id(),
+            gateway_id=gateway,
+            seq=self.next(gateway),
+            sent_at=T + timedelta(hours=2),
+            observations=readings,
+        )
+
+    def score(
+        self, gateway: str, patient: str, when: datetime, total_parts: dict[str, int]
+    ) -> protocol.Assessment:
+        components: dict[str, int | None] = dict.fromkeys(protocol.NEWS2_PARAMETERS, 0)
+        components.update(total_parts)
+        total = sum(v for v in components.values() if v is not None)
+        return protocol.Assessment(
+            message_id=protocol.new_message_id(),
+            gateway_id=gateway,
+            seq=self.next(gateway),
+            sent_at=when + timedelta(seconds=1),
+            patient_id=patient,
+            assessed_at=when,
+            total=total,
+            components=components,
+            risk=protocol.Risk.HIGH if total >= 7 else protocol.Risk.LOW,
+            complete=True,
+            input_ages_s={"respiratory_rate": 5.0},
+            spo2_scale=1,
+            on_oxygen=False,
+            consciousness=protocol.Consciousness.ALERT,
+        )
+
+
+@dataclass
+class FhirApi:
+    client: httpx.AsyncClient
+    sessions: async_sessionmaker[AsyncSession]
+    ingestor: Ingestor
+    tokens: dict[str, str]
+    sequencer: Sequencer
+
+    async def get(self, url: str, role: str = "integration", **kwargs: Any) -> httpx.Response:
+        return await self.client.get(url, headers={"Authorization": f"Bearer {self.tokens[role]}"}, **kwargs)
+
+    async def ingest(self, *messages: protocol.WireModel) -> None:
+        """Through the real ingest, in one ``ingest_many`` call (as the MQTT consumer batches)."""
+        channels = {
+            protocol.ObservationBatch: protocol.GatewayChannel.OBS,
+            protocol.Assessment: protocol.GatewayChannel.SCORE,
+            protocol.GatewayStatus: protocol.GatewayChannel.STATUS,
+        }
+        outcomes = await self.ingestor.ingest_many(
+            [
+                (
+                    protocol.gateway_topic(getattr(message, "gateway_id"), channels[type(message)]),  # noqa: B009
+                    protocol.encode(message),
+                )
+                for message in messages
+            ]
+        )
+        assert [outcome.kind.value for outcome in outcomes] == ["stored"] * len(messages), outcomes

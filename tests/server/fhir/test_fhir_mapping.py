@@ -300,7 +300,7 @@ _vitals = st.sampled_from(list(VitalCode))
 @st.composite
 def _batches(draw: st.DrawFn) -> list[object]:
     rows = []
-    count = draw(st.integers(min_value=1, max_value=25))
+    count = draw(st.integers(min_value=1, max_value=15))
     for position in range(count):
         vital = draw(_vitals)
         spec = VITALS[vital]
@@ -320,7 +320,7 @@ def _batches(draw: st.DrawFn) -> list[object]:
     return rows
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_batches())
 def test_every_reading_lands_in_exactly_one_valid_resource(rows: list[object]) -> None:
     resources = mapping.observations(rows)  # type: ignore[arg-type]
