@@ -124,7 +124,7 @@ def open_alert(
         patient_id=patient_id,
         gateway_id=gateway_id,
         device_id=device_id,
-        opened_at=step.now,
+        opened_at=opened,
         priority=priority,
         tier=tier,
         ceiling=max(ceiling, tier),

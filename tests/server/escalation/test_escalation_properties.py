@@ -46,7 +46,9 @@ from server.escalation import (
     Role,
     Snooze,
     Tick,
+    alert_subject,
     decide,
+    subject_of,
     to_alert_event,
 )
 from server.escalation.config import SNOOZABLE
@@ -318,3 +320,89 @@ def test_outcome_does_not_depend_on_when_the_scheduler_ticks(data: st.DataObject
     assert punctual.state.model_dump(exclude={"alerts", "clock"}) == lazy.state.model_dump(
         exclude={"alerts", "clock"}
     )
+
+
+# ---- one state per subject behaves exactly like one state for everything ----------------------------
+
+
+class Partitioned:
+    """Keeps one EscalationState per subject, as storage with a row per subject would."""
+
+    def __init__(self, policy: EscalationPolicy) -> None:
+        self.policy = policy
+        self.rows: dict[str, EscalationState] = {}
+        self.changes: list[AlertChange] = []
+
+    def feed(self, item: PolicyInput, now: datetime, alert_row: str | None = None) -> None:
+        subject = subject_of(item) or alert_row
+        targets = [subject] if subject is not None else sorted(self.rows)
+        for key in targets:
+            decision = decide(self.rows.get(key, EscalationState()), item, now=now, policy=self.policy)
+            self.rows[key] = EscalationState.model_validate_json(decision.state.model_dump_json())
+            self.changes.extend(decision.changes)
+
+
+def _by_subject(changes: list[AlertChange]) -> dict[str, list[tuple[object, ...]]]:
+    """Changes per subject. A whole state fires every subject's due timers on any input, a row per subject
+    only when that row is touched or ticked: so timer changes are compared by due time, not firing time,
+    and reminders at the ceiling (one per late tick) are left out."""
+    grouped: dict[str, list[tuple[object, ...]]] = {}
+    for change in changes:
+        if change.reason.startswith(REMINDER_PREFIX):
+            continue
+        key = alert_subject(change.category, patient_id=change.patient_id, gateway_id=change.gateway_id)
+        fired = change.due_at if change.due_at is not None else change.at
+        grouped.setdefault(key, []).append(
+            (change.alert_id, change.action, change.priority, change.tier, fired)
+        )
+    return grouped
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_one_state_per_subject_gives_the_same_changes_as_one_state_for_all(data: st.DataObject) -> None:
+    whole = Run(roundtrip=False)
+    split = Partitioned(whole.policy)
+    now = T0
+    for _ in range(data.draw(st.integers(1, 20))):
+        now += timedelta(seconds=data.draw(st.sampled_from([0, 10, 46, 61, 300, 901, 3600])))
+        choice = data.draw(st.integers(0, 4))
+        item: PolicyInput
+        row = None
+        if choice == 0 and whole.state.alerts:
+            alert = data.draw(
+                st.sampled_from(sorted(whole.state.alerts.values(), key=lambda a: str(a.alert_id)))
+            )
+            role = data.draw(st.sampled_from([Role.NURSE, Role.ADMIN]))
+            item = data.draw(
+                st.sampled_from(
+                    [
+                        Acknowledge(alert_id=alert.alert_id, actor="c-1", role=role),
+                        Escalate(alert_id=alert.alert_id, actor="c-1", role=role),
+                        Snooze(alert_id=alert.alert_id, actor="c-1", role=role, duration_s=900),
+                        Resolve(alert_id=alert.alert_id, actor="c-1", role=role, note="seen"),
+                    ]
+                )
+            )
+            row = alert.subject
+        elif choice == 1:
+            item = Tick()
+        else:
+            item = data.draw(traffic(now))
+        try:
+            whole.feed(item, now)
+        except EscalationError:
+            before = {key: state.model_dump() for key, state in split.rows.items()}
+            try:
+                split.feed(item, now, alert_row=row)
+            except EscalationError:
+                assert {key: state.model_dump() for key, state in split.rows.items()} == before
+                continue
+            raise AssertionError("the partitioned states accepted what the whole state refused") from None
+        split.feed(item, now, alert_row=row)
+    end = now + timedelta(hours=12)
+    whole.tick(end)
+    split.feed(Tick(), end)
+    assert _by_subject(split.changes) == _by_subject(whole.changes)
+    merged_alerts = {key: alert for state in split.rows.values() for key, alert in state.alerts.items()}
+    assert merged_alerts == whole.state.alerts
