@@ -242,8 +242,8 @@ class EscalationPolicy(BaseModel):
             )
         return self
 
-    def ack_timeout(self, priority: str) -> float:
-        return self.ack_timeout_s[priority]  # type: ignore[index]
+    def ack_timeout(self, priority: Priority) -> float:
+        return self.ack_timeout_s[priority]
 
-    def renotify_after(self, priority: str) -> float:
-        return self.renotify_after_s[priority]  # type: ignore[index]
+    def renotify_after(self, priority: Priority) -> float:
+        return self.renotify_after_s[priority]

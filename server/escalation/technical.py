@@ -46,7 +46,7 @@ from edge_agent.protocol import (
     ProbeOff,
     QualityFlag,
 )
-from server.escalation.config import PRIORITY_RANK, TechnicalCondition
+from server.escalation.config import PRIORITY_RANK, TechnicalCondition, TechnicalPriority
 from server.escalation.lifecycle import Step, minutes, open_alert, resolve, worsen
 from server.escalation.state import Alert, DeviceTrack, GatewayTrack
 
@@ -83,17 +83,17 @@ def raise_alarm(
     *,
     device_id: str | None = None,
     patient_id: str | None = None,
-    priority: str | None = None,
+    priority: TechnicalPriority | None = None,
     count: int = 0,
     due_at: datetime | None = None,
 ) -> Alert | None:
     """Raise the alarm, or raise the priority of the open one. Returns the open alarm (None if suppressed)."""
     subject = gateway_subject(gateway.gateway_id)
-    wanted = priority or step.policy.technical_priority[condition]
+    wanted: TechnicalPriority = priority or step.policy.technical_priority[condition]
     alert = step.state.open_alert(subject, condition, device_id)
     if alert is not None:
         if PRIORITY_RANK[wanted] > PRIORITY_RANK[alert.priority]:
-            worsen(step, alert, priority=wanted, tier=alert.tier, ceiling=alert.ceiling, reason=reason)  # type: ignore[arg-type]
+            worsen(step, alert, priority=wanted, tier=alert.tier, ceiling=alert.ceiling, reason=reason)
         return alert
     if _key(condition, device_id) in gateway.suppressed:
         return None
@@ -104,7 +104,7 @@ def raise_alarm(
         condition=condition.value,
         subject=subject,
         number=gateway.alerts_opened,
-        priority=wanted,  # type: ignore[arg-type]
+        priority=wanted,
         tier=1,
         ceiling=step.policy.technical_ceiling,
         reason=reason,
@@ -295,7 +295,7 @@ def _apply_battery(step: Step, gateway: GatewayTrack, device: DeviceTrack, pct: 
     policy = step.policy
     device.battery_pct = pct
     if pct <= policy.battery_low_pct:
-        priority = "medium" if pct <= policy.battery_critical_pct else None
+        priority: TechnicalPriority | None = "medium" if pct <= policy.battery_critical_pct else None
         raise_alarm(
             step,
             gateway,
