@@ -277,6 +277,42 @@ async def create_token(
     return f"{TOKEN_PREFIX}_{key_id}_{secret}"
 
 
+async def install_token(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    token: str,
+    role: str,
+    name: str,
+    *,
+    created_by: str = "cli",
+    kdf: ScryptParameters = DEFAULT_KDF,
+    now: datetime | None = None,
+) -> bool:
+    """Store a token made elsewhere (``wardwatch demo --api-token``); False when its key id already
+    exists (then nothing changes). Raises TokenError for a malformed token, role or name."""
+    checked = _check_account(role, name)
+    parsed = parse_token(token)
+    if parsed is None:
+        raise TokenError("a token must look like ww_<12 hex digits>_<secret>")
+    salt = secrets.token_bytes(16)
+    digest = await asyncio.to_thread(hash_secret, parsed.secret, salt, kdf)
+    async with sessionmaker() as session, session.begin():
+        if await session.scalar(select(ApiToken.id).where(ApiToken.key_id == parsed.key_id)) is not None:
+            return False
+        session.add(
+            ApiToken(
+                key_id=parsed.key_id,
+                name=name,
+                role=checked.value,
+                kdf=kdf.label(),
+                salt=salt,
+                secret_hash=digest,
+                created_at=now or datetime.now(UTC),
+                created_by=created_by,
+            )
+        )
+    return True
+
+
 async def revoke_token(
     sessionmaker: async_sessionmaker[AsyncSession], key_id: str, *, now: datetime | None = None
 ) -> bool:

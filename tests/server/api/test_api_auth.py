@@ -19,6 +19,7 @@ from server.auth import (
     TokenError,
     TokenVerifier,
     create_token,
+    install_token,
     parse_token,
     register_token_command,
 )
@@ -356,3 +357,15 @@ async def test_guessing_event_tickets_counts_as_failed_sign_ins(api: Api) -> Non
     limited = await api.client.get("/api/v1/events", params={"ticket": "guess"})
 
     assert limited.status_code == 429
+
+
+@SQLITE_ONLY
+async def test_install_token_made_elsewhere(sessions: async_sessionmaker[AsyncSession]) -> None:
+    token = "ww_00112233aabb_" + "s" * 43
+
+    assert await install_token(sessions, token, "nurse", "demo-nurse", kdf=CHEAP_KDF) is True
+    assert await install_token(sessions, token, "admin", "someone", kdf=CHEAP_KDF) is False
+    account = await TokenVerifier(sessions).verify(token)
+    assert account is not None and (account.name, account.role) == ("demo-nurse", Role.NURSE)
+    with pytest.raises(TokenError, match="must look like"):
+        await install_token(sessions, "letmein", "nurse", "x", kdf=CHEAP_KDF)
