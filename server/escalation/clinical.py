@@ -14,6 +14,8 @@ band falls (not to low)                ``updated``; priority and tier never drop
 low                                    ``updated`` once ("back to low"); the hold period starts
 low for the hold period                never high: ``resolved`` by the policy; was high: ``updated`` once
                                        with "resolution suggested" (only a clinician resolves it)
+resolved by a clinician while not low  no new alert at that band or below until a rise, a low assessment,
+                                       or the re-notify interval of the alert's priority has passed
 =====================================  ===================================================================
 
 The effective risk band is the higher of the gateway's ``risk`` and the band recomputed from ``total``
@@ -102,6 +104,7 @@ def apply_assessment(
 
     if risk is Risk.LOW:
         track.resolved_baseline = None
+        track.resolved_baseline_until = None
         if track.low_since is None:
             track.low_since = assessed_at
         if alert is None:
@@ -133,9 +136,14 @@ def apply_assessment(
     response = step.policy.clinical_response[risk]
     ceiling = step.policy.clinical_ceiling[response.priority]
     if alert is None:
-        if track.resolved_baseline is not None and RISK_RANK[risk] <= RISK_RANK[track.resolved_baseline]:
-            return  # a clinician resolved it at this level; only a rise or a new episode raises again
+        if (
+            track.resolved_baseline is not None
+            and RISK_RANK[risk] <= RISK_RANK[track.resolved_baseline]
+            and (track.resolved_baseline_until is None or step.now < track.resolved_baseline_until)
+        ):
+            return  # a clinician resolved it at this level: a rise, a new episode or time raises again
         track.resolved_baseline = None
+        track.resolved_baseline_until = None
         track.alerts_opened += 1
         open_alert(
             step,

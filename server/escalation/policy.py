@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from edge_agent.protocol import LocalAlert, Risk
@@ -223,12 +223,16 @@ def _apply(step: Step, item: PolicyInput) -> None:
 
 
 def _after_manual_resolve(step: Step, alert: Alert) -> None:
-    """A clinician resolved a clinical alert while the patient is not low: no new alert at that level.
-    A person resolved a technical alarm whose condition persists: not raised again until it clears."""
+    """A clinician resolved a clinical alert while the patient is not low: no new alert at that level for
+    the re-notify interval of the alert's priority. A person resolved a technical alarm whose condition
+    persists: not raised again until it clears."""
     if alert.category == "clinical" and alert.patient_id is not None:
         track = step.state.patients.setdefault(alert.patient_id, PatientTrack())
         if track.risk is not None and track.risk is not Risk.LOW:
             track.resolved_baseline = track.risk
+            track.resolved_baseline_until = step.now + timedelta(
+                seconds=step.policy.renotify_after(alert.priority)
+            )
     elif alert.category == "technical" and alert.gateway_id is not None:
         suppress_after_manual_resolve(gateway_track(step, alert.gateway_id), alert)
 

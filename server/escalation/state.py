@@ -86,7 +86,8 @@ class PatientTrack(_StateModel):
     """``assessed_at`` of the first of the current run of low assessments (gateway clock)."""
     resolved_baseline: Risk | None = None
     """Risk band at which a clinician last resolved the alert while the patient was not low: no new alert
-    until the risk rises above it or the patient has been low again."""
+    until the risk rises above it, the patient has been low again, or ``resolved_baseline_until``."""
+    resolved_baseline_until: UtcDatetime | None = None
     alerts_opened: int = 0
 
 

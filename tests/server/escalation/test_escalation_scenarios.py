@@ -275,6 +275,19 @@ CLINICAL: dict[str, tuple[list[Step], list[str]]] = {
             "0:04:00 raised news2 high t2",
         ],
     ),
+    "resolved by a clinician at medium: after the re-notify interval (4 h) the same level raises again": (
+        [
+            (at(0), assessment(at(0), 5)),
+            (at(2), Act("resolve", note="reviewed, plan agreed")),
+            (at(241), assessment(at(241), 5)),
+            (at(242), assessment(at(242), 5)),
+        ],
+        [
+            "0:00:00 raised news2 medium t1",
+            "0:02:00 resolved news2 medium t1 by nurse-1",
+            "4:02:00 raised news2 medium t1",
+        ],
+    ),
     "resolved by a clinician, then low, then medium again: a new episode raises": (
         [
             (at(0), assessment(at(0), 5)),
