@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import ssl
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,6 +135,16 @@ def client(
             connect_timeout_s=5,
         )
     )
+
+
+def wait_for_log(broker: MosquittoBroker, text: str, *, occurrences: int = 1, timeout: float = 10) -> None:
+    """Wait until the broker's log holds ``text`` (at least ``occurrences`` times). Mosquitto writes the
+    reason for a failed handshake after it has sent the alert, so a client can see the refusal before the
+    line is in the log; the log is the only signal."""
+    deadline = time.monotonic() + timeout
+    while broker.log_text().count(text) < occurrences:
+        assert time.monotonic() < deadline, f"mosquitto never logged {text!r}"
+        time.sleep(0.01)
 
 
 def tls_context(

@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import ssl
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +20,17 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from security_support import GATEWAY_A, GATEWAY_B, REVOKED_GATEWAY, Identity, Pki, client, tls_context
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from security_support import (
+    GATEWAY_A,
+    GATEWAY_B,
+    REVOKED_GATEWAY,
+    Identity,
+    Pki,
+    client,
+    tls_context,
+    wait_for_log,
+)
 from support.broker import MosquittoBroker
 
 from edge_agent.mqtt import ConnectFailed, ConnectionLost, MqttClient, MqttSettings, TlsFiles
@@ -62,7 +71,7 @@ def test_revoked_certificate_is_refused(secure_broker: MosquittoBroker, pki: Pki
         mqtt_over_tls(secure_broker, at_1_2)
     with pytest.raises((ssl.SSLError, ConnectionError)):  # TLS 1.3: closed before any CONNACK
         mqtt_over_tls(secure_broker, tls_context(revoked, revoked.ca_file))
-    assert "certificate verify failed" in secure_broker.log_text()
+    wait_for_log(secure_broker, "certificate verify failed")
 
 
 async def test_revoked_certificate_is_refused_to_the_projects_client(
@@ -79,7 +88,7 @@ def test_missing_client_certificate_is_refused(secure_broker: MosquittoBroker, p
         mqtt_over_tls(secure_broker, tls_context(None, ca_file, maximum=ssl.TLSVersion.TLSv1_2))
     with pytest.raises((ssl.SSLError, ConnectionError)):
         mqtt_over_tls(secure_broker, tls_context(None, ca_file))
-    assert "peer did not return a certificate" in secure_broker.log_text()
+    wait_for_log(secure_broker, "peer did not return a certificate")
 
 
 async def test_missing_client_certificate_is_refused_to_the_projects_client(
@@ -134,7 +143,7 @@ def test_tls_1_1_is_refused(secure_broker: MosquittoBroker, pki: Pki) -> None:
         # but the broker never got to refuse it.
         return
     assert "PROTOCOL_VERSION" in str(refused.value) or "UNSUPPORTED_PROTOCOL" in str(refused.value)
-    assert "unsupported protocol" in secure_broker.log_text()
+    wait_for_log(secure_broker, "unsupported protocol")
 
 
 # -- revocation in operation ---------------------------------------------------------------------------
@@ -152,10 +161,7 @@ def reload_broker(broker: MosquittoBroker) -> None:
     assert broker.process is not None
     reloads = broker.log_text().count("Reloading config.")
     broker.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while broker.log_text().count("Reloading config.") == reloads:
-        assert time.monotonic() < deadline, "mosquitto did not reload"
-        time.sleep(0.01)
+    wait_for_log(broker, "Reloading config.", occurrences=reloads + 1)
 
 
 async def test_revoking_and_reloading_refuses_new_connections_restart_ends_the_old_one(
@@ -216,4 +222,35 @@ def test_the_brokers_server_certificate_is_not_a_client_identity(
     identity = Identity("broker", pki.authority.ca_cert_path, servers / "server.pem", servers / "server.key")
     with pytest.raises(ssl.SSLError):
         mqtt_over_tls(secure_broker, tls_context(identity, identity.ca_file, maximum=ssl.TLSVersion.TLSv1_2))
-    assert "certificate verify failed" in secure_broker.log_text()
+    wait_for_log(secure_broker, "certificate verify failed")
+
+
+def test_an_expired_gateway_certificate_is_refused(
+    secure_broker: MosquittoBroker, pki: Pki, tmp_path: Path
+) -> None:
+    authority = pki.authority
+    ca_key = serialization.load_pem_private_key(authority.ca_key_path.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    expired = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GATEWAY_A)]))
+        .issuer_name(authority.ca_certificate().subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=400))
+        .not_valid_after(now - timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "expired.pem", tmp_path / "expired.key"
+    cert_file.write_bytes(expired.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    identity = Identity(GATEWAY_A, authority.ca_cert_path, cert_file, key_file)
+    with pytest.raises(ssl.SSLError, match="CERTIFICATE_EXPIRED"):
+        mqtt_over_tls(secure_broker, tls_context(identity, identity.ca_file, maximum=ssl.TLSVersion.TLSv1_2))
