@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from edge_agent.mqtt import TlsFiles
-from simulators.fleet.display import show_progress, summary_table
+from simulators.fleet.display import record_progress, show_progress, summary_table
 from simulators.fleet.runner import BrokerUnreachable, Fleet, FleetConfig, FleetError
 from simulators.fleet.traffic import STREAMS, TrafficError, TrafficPlan
 from simulators.physiology import SCENARIOS
@@ -78,7 +78,12 @@ def config_from_args(args: argparse.Namespace) -> FleetConfig:
 
 
 async def run_fleet(
-    config: FleetConfig, *, first_home: int = 0, console: Console | None = None
+    config: FleetConfig,
+    *,
+    first_home: int = 0,
+    console: Console | None = None,
+    progress_jsonl: Path | None = None,
+    progress_interval_s: float = 10.0,
 ) -> tuple[dict[str, object], int]:
     """Run the fleet with progress on ``console``; return the summary and the exit status."""
     console = console or Console()
@@ -100,7 +105,10 @@ async def run_fleet(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, interrupted)
             installed.append(signum)
-    progress = asyncio.create_task(show_progress(fleet.stats, config, console), name="fleet-progress")
+    reporters = [asyncio.create_task(show_progress(fleet.stats, config, console), name="fleet-progress")]
+    if progress_jsonl is not None:
+        recorder = record_progress(fleet.stats, config, progress_jsonl, progress_interval_s)
+        reporters.append(asyncio.create_task(recorder, name="fleet-progress-jsonl"))
     try:
         await fleet.run()
     except asyncio.CancelledError:
@@ -108,9 +116,10 @@ async def run_fleet(
         if interrupts < 2:
             raise
     finally:
-        progress.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await progress  # a failure of the display surfaces here
+        for reporter in reporters:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter  # a failure of the display or the recorder surfaces here
         for signum in installed:
             loop.remove_signal_handler(signum)
     summary = fleet.stats.summary(config)
@@ -128,13 +137,22 @@ async def run_fleet(
 def _run(args: argparse.Namespace) -> int:
     prog = "wardwatch sim fleet"
     try:
+        if args.progress_interval <= 0:
+            raise FleetError("--progress-interval must be > 0 s")
         config = config_from_args(args)
     except (FleetError, TrafficError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     console = Console()
     try:
-        summary, status = asyncio.run(run_fleet(config, first_home=args.first_home, console=console))
+        fleet_run = run_fleet(
+            config,
+            first_home=args.first_home,
+            console=console,
+            progress_jsonl=args.progress_jsonl,
+            progress_interval_s=args.progress_interval,
+        )
+        summary, status = asyncio.run(fleet_run)
     except BrokerUnreachable as exc:
         print(f"{prog}: error: cannot reach the broker at {config.broker_display}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -235,4 +253,13 @@ def register_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
         help="MQTT password (default: $WARDWATCH_FLEET_PASSWORD, which keeps it out of the process list)",
     )
     parser.add_argument("--json-summary", type=Path, metavar="PATH", help="also write the summary as JSON")
+    parser.add_argument(
+        "--progress-jsonl",
+        type=Path,
+        metavar="PATH",
+        help="append a JSON line of counters, rates and latency percentiles every --progress-interval",
+    )
+    parser.add_argument(
+        "--progress-interval", type=float, default=10.0, help="seconds between progress lines (default 10)"
+    )
     parser.set_defaults(run=_run)

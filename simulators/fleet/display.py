@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import resource
 import time
 from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -32,48 +37,68 @@ def _percentiles(histogram: LatencyHistogram) -> str:
     return " / ".join(_ms(histogram.percentile(q)) for q in (50, 95, 99))
 
 
-class Progress:
-    """Samples the counters; computes recent rates and windowed latency percentiles."""
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    at: float
+    acknowledged: int
+    observations: int
+    puback: LatencyHistogram
+    e2e: LatencyHistogram
 
-    def __init__(self, stats: FleetStats, config: FleetConfig) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Rates and latency over the recent window (about WINDOW_S)."""
+
+    messages_per_s: float
+    observations_per_s: float
+    puback: LatencyHistogram
+    e2e: LatencyHistogram
+
+
+class Progress:
+    """Recent rates and latency percentiles from snapshots of the run's cumulative counters.
+
+    Each consumer (live table, log lines, JSON lines) has its own Progress; none of them resets anything
+    the others read."""
+
+    def __init__(self, stats: FleetStats, config: FleetConfig, *, window_s: float = WINDOW_S) -> None:
         self.stats = stats
         self.config = config
-        self._samples: deque[tuple[float, int, int]] = deque()
-        self._window_started = time.monotonic()
-        self.puback = LatencyHistogram()
-        self.e2e = LatencyHistogram()
+        self.window_s = window_s
+        self._snapshots: deque[Snapshot] = deque()
 
-    def sample(self) -> tuple[float, float]:
-        """Acknowledged messages and observations per second over the recent window."""
+    def _snapshot(self, at: float) -> Snapshot:
+        stats = self.stats
+        return Snapshot(
+            at,
+            stats.total(stats.acknowledged),
+            stats.observations_acknowledged,
+            stats.puback.copy(),
+            stats.e2e.copy(),
+        )
+
+    def sample(self) -> Window:
         stats, now = self.stats, time.monotonic()
-        if not self._samples and now > stats.started_monotonic:
-            self._samples.append((stats.started_monotonic, 0, 0))
-        self._samples.append((now, stats.total(stats.acknowledged), stats.observations_acknowledged))
-        while len(self._samples) > 2 and now - self._samples[0][0] > WINDOW_S:
-            self._samples.popleft()
-        if now - self._window_started >= WINDOW_S:
-            # Keep the last full window for display while the next one fills.
-            self.puback.clear()
-            self.puback.merge(stats.puback_window)
-            stats.puback_window.clear()
-            self.e2e.clear()
-            self.e2e.merge(stats.e2e_window)
-            stats.e2e_window.clear()
-            self._window_started = now
-        elif self.puback.count == 0:
-            self.puback.merge(stats.puback_window)
-            stats.puback_window.clear()
-            self.e2e.merge(stats.e2e_window)
-            stats.e2e_window.clear()
-        first, last = self._samples[0], self._samples[-1]
-        span = last[0] - first[0]
-        if span <= 0:
-            return 0.0, 0.0
-        return (last[1] - first[1]) / span, (last[2] - first[2]) / span
+        if not self._snapshots:
+            self._snapshots.append(
+                Snapshot(stats.started_monotonic, 0, 0, LatencyHistogram(), LatencyHistogram())
+            )
+        self._snapshots.append(self._snapshot(now))
+        while len(self._snapshots) > 2 and now - self._snapshots[1].at >= self.window_s:
+            self._snapshots.popleft()
+        first, last = self._snapshots[0], self._snapshots[-1]
+        span = last.at - first.at
+        return Window(
+            messages_per_s=(last.acknowledged - first.acknowledged) / span if span > 0 else 0.0,
+            observations_per_s=(last.observations - first.observations) / span if span > 0 else 0.0,
+            puback=last.puback.since(first.puback),
+            e2e=last.e2e.since(first.e2e),
+        )
 
     def table(self) -> Table:
         stats = self.stats
-        messages_per_s, observations_per_s = self.sample()
+        window = self.sample()
         table = Table(title=f"wardwatch sim fleet → {self.config.broker_display}", show_header=False)
         table.add_column("what", style="bold")
         table.add_column("value", justify="right")
@@ -87,10 +112,10 @@ class Progress:
         table.add_row("refused", f"{stats.total(stats.refused):,}")
         table.add_row("retransmitted", f"{stats.retransmitted:,}")
         table.add_row("backlog (unacknowledged)", f"{stats.backlog:,}")
-        table.add_row("rate", f"{messages_per_s:,.0f} msg/s, {observations_per_s:,.0f} obs/s")
-        table.add_row("PUBACK latency p50/p95/p99 ms", _percentiles(self.puback))
+        table.add_row("rate", f"{window.messages_per_s:,.0f} msg/s, {window.observations_per_s:,.0f} obs/s")
+        table.add_row("PUBACK latency p50/p95/p99 ms", _percentiles(window.puback))
         if self.config.measure_e2e:
-            table.add_row("end-to-end p50/p95/p99 ms", _percentiles(self.e2e))
+            table.add_row("end-to-end p50/p95/p99 ms", _percentiles(window.e2e))
             table.add_row("received by probe", f"{stats.received:,}")
         if stats.last_errors:
             table.add_row("last error", stats.last_errors[-1][:100], style="red")
@@ -98,14 +123,47 @@ class Progress:
 
     def line(self) -> str:
         stats = self.stats
-        messages_per_s, observations_per_s = self.sample()
+        window = self.sample()
         return (
             f"{stats.elapsed_s:.0f}s connected={stats.connected}/{stats.homes} "
             f"sent={stats.total(stats.sent)} acked={stats.total(stats.acknowledged)} "
             f"refused={stats.total(stats.refused)} backlog={stats.backlog} "
-            f"rate={messages_per_s:.0f}msg/s {observations_per_s:.0f}obs/s "
-            f"puback_ms(p50/p95/p99)={_percentiles(self.puback)}"
+            f"rate={window.messages_per_s:.0f}msg/s {window.observations_per_s:.0f}obs/s "
+            f"puback_ms(p50/p95/p99)={_percentiles(window.puback)}"
         )
+
+    def record(self) -> dict[str, object]:
+        """One line of the progress time series (``--progress-jsonl``)."""
+        stats = self.stats
+        window = self.sample()
+        line: dict[str, object] = {
+            "at": datetime.now(UTC).isoformat(),
+            "elapsed_s": round(stats.elapsed_s, 3),
+            "connected": stats.connected,
+            "sent": stats.total(stats.sent),
+            "acknowledged": stats.total(stats.acknowledged),
+            "refused": stats.total(stats.refused),
+            "retransmitted": stats.retransmitted,
+            "backlog": stats.backlog,
+            "reconnects": stats.reconnects,
+            "messages_per_s": round(window.messages_per_s, 1),
+            "observations_per_s": round(window.observations_per_s, 1),
+            "puback": window.puback.summary().as_dict(),
+            "end_to_end": window.e2e.summary().as_dict() if self.config.measure_e2e else None,
+            "generator_max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        }
+        return line
+
+
+async def record_progress(stats: FleetStats, config: FleetConfig, path: Path, interval_s: float) -> None:
+    """Until cancelled: append one JSON line per interval to ``path`` (rates and latency over the
+    interval, counters since the start)."""
+    progress = Progress(stats, config, window_s=interval_s)
+    with path.open("a", encoding="utf-8") as out:
+        while True:
+            await asyncio.sleep(interval_s)
+            out.write(json.dumps(progress.record()) + "\n")
+            out.flush()
 
 
 async def show_progress(stats: FleetStats, config: FleetConfig, console: Console) -> None:

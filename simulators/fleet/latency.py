@@ -73,6 +73,25 @@ class LatencyHistogram:
         self.count += other.count
         self.max_s = max(self.max_s, other.max_s)
 
+    def copy(self) -> LatencyHistogram:
+        twin = LatencyHistogram()
+        twin._counts = self._counts.copy()
+        twin.count = self.count
+        twin.max_s = self.max_s
+        return twin
+
+    def since(self, earlier: LatencyHistogram) -> LatencyHistogram:
+        """What was recorded after ``earlier`` (a :meth:`copy` of this histogram taken before)."""
+        window = LatencyHistogram()
+        window._counts = self._counts - earlier._counts
+        window.count = self.count - earlier.count
+        if window.count < 0 or bool((window._counts < 0).any()):
+            raise ValueError("since() needs an earlier copy of the same histogram")
+        if window.count:
+            highest = int(np.flatnonzero(window._counts)[-1])
+            window.max_s = min(self.max_s, self.bucket_value(highest) * math.sqrt(GROWTH))
+        return window
+
     def clear(self) -> None:
         self._counts[:] = 0
         self.count = 0

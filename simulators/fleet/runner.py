@@ -178,9 +178,7 @@ class FleetStats:
         self.backlog = 0
         """Sequenced messages planned but not yet acknowledged or refused, over all gateways."""
         self.puback = LatencyHistogram()
-        self.puback_window = LatencyHistogram()
         self.e2e = LatencyHistogram()
-        self.e2e_window = LatencyHistogram()
         self.received = 0
         self.delivery = asyncio.Event()
         """Set by the end-to-end probe at every delivery."""
@@ -599,7 +597,6 @@ class SimulatedGateway:
             return
         latency = time.monotonic() - now
         self.stats.puback.record(latency)
-        self.stats.puback_window.record(latency)
         self.ledger.acknowledged += 1
         self.stats.acknowledged[message.kind] += 1
         self.stats.observations_acknowledged += message.observations
@@ -658,7 +655,6 @@ class EndToEndProbe:
             self.stats.received_unmatched += 1
             return
         self.stats.e2e.record(received - first_sent)
-        self.stats.e2e_window.record(received - first_sent)
 
 
 def raise_open_file_limit(needed: int) -> int:

@@ -174,6 +174,26 @@ def test_histogram_percentile_within_one_percent(values: list[float], q: int) ->
     assert histogram.summary().max_ms == pytest.approx(max(values) * 1000, abs=1e-3)
 
 
+@given(
+    st.lists(st.floats(min_value=1e-4, max_value=10), min_size=1, max_size=100),
+    st.lists(st.floats(min_value=1e-4, max_value=10), min_size=1, max_size=100),
+)
+def test_histogram_since_is_the_later_values(before: list[float], after: list[float]) -> None:
+    histogram = LatencyHistogram()
+    for value in before:
+        histogram.record(value)
+    mark = histogram.copy()
+    for value in after:
+        histogram.record(value)
+    window, alone = histogram.since(mark), LatencyHistogram()
+    for value in after:
+        alone.record(value)
+    assert window.count == len(after)
+    for q in (50, 95, 99):
+        assert window.percentile(q) == pytest.approx(alone.percentile(q), rel=0.01)
+    assert window.max_s == pytest.approx(max(after), rel=0.01)
+
+
 # -- against Mosquitto ----------------------------------------------------------------------------------
 
 
@@ -388,11 +408,12 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_runs_and_writes_json_summary(fleet_broker: MosquittoBroker, tmp_path: Path) -> None:
-    summary_path = tmp_path / "summary.json"
+    summary_path, progress_path = tmp_path / "summary.json", tmp_path / "progress.jsonl"
     result = _cli(
         "--homes", "5", "--broker", fleet_broker.url, "--duration", "1.5", "--rate", "12",
         "--batch-interval", "0.5", "--score-interval", "0.5", "--seed", "3",
         "--gateway-prefix", f"gw{uuid.uuid4().hex[:6]}", "--json-summary", str(summary_path),
+        "--progress-jsonl", str(progress_path), "--progress-interval", "0.5",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "summary" in result.stdout and "acknowledged" in result.stdout
@@ -403,6 +424,11 @@ def test_cli_runs_and_writes_json_summary(fleet_broker: MosquittoBroker, tmp_pat
     assert summary["messages"]["by_kind"]["score"]["acknowledged"] == 5 * 2
     assert summary["latency"]["puback"]["count"] == summary["messages"]["sequenced_acknowledged"]
     assert len(summary["per_gateway"]) == 5
+    lines = [json.loads(line) for line in progress_path.read_text().splitlines()]
+    assert len(lines) >= 2
+    acknowledged = [line["acknowledged"] for line in lines]
+    assert acknowledged == sorted(acknowledged) and acknowledged[-1] <= summary["messages"]["acknowledged"]
+    assert sum(line["puback"]["count"] for line in lines) <= summary["latency"]["puback"]["count"]
 
 
 @pytest.mark.parametrize(
