@@ -10,10 +10,9 @@ search; a new search sees it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -84,6 +83,8 @@ def _windowed(statement: Select[Any], column: Any, window: TimeWindow) -> Select
 class ObservationPage:
     resources: list[FhirObservation]
     next_cursor: Cursor | None
+    devices: list[tuple[str, str]] = field(default_factory=list)
+    """(gateway id, device id) of every Device the page's resources reference, sorted."""
 
 
 async def observation_page(
@@ -114,6 +115,7 @@ async def observation_page(
         select(Assessment).where(Assessment.patient_id == patient_id), Assessment.assessed_at, window
     )
     found: list[FhirObservation] = []
+    device_keys: dict[str, tuple[str, str]] = {}
     async with (
         aclosing(_time_groups(session, observations, Observation.measured_at, Observation.id)) as readings,
         aclosing(_time_groups(session, assessments, Assessment.assessed_at, Assessment.id)) as scores,
@@ -126,6 +128,11 @@ async def observation_page(
             moment = min(t for t in (reading_time, score_time) if t is not None)
             resources: list[FhirObservation] = []
             if reading_group is not None and reading_time == moment:
+                for row in reading_group:
+                    device_keys[mapping.device_fhir_id(row.gateway_id, row.device_id)] = (
+                        row.gateway_id,
+                        row.device_id,
+                    )
                 resources.extend(mapping.observations(reading_group))
                 reading_group = await anext(readings, None)
             if score_group is not None and score_time == moment:
@@ -141,10 +148,16 @@ async def observation_page(
                 found.append(resource)
             if len(found) > count:
                 break
+    next_cursor = None
     if len(found) > count:
-        time, resource_id = mapping.resource_sort_key(found[count - 1])
-        return ObservationPage(found[:count], Cursor(time, resource_id))
-    return ObservationPage(found, None)
+        found = found[:count]
+        next_cursor = Cursor(*mapping.resource_sort_key(found[-1]))
+    referenced = {
+        device_keys[str(resource.device.reference).removeprefix("Device/")]
+        for resource in found
+        if resource.device is not None and resource.device.reference is not None
+    }
+    return ObservationPage(found, next_cursor, sorted(referenced))
 
 
 def _codings(resource: FhirObservation) -> list[tuple[str, str]]:
@@ -155,54 +168,40 @@ def _codings(resource: FhirObservation) -> list[tuple[str, str]]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class PatientContext:
-    """What the per-patient export shows besides Observations."""
+async def alerts_about(session: AsyncSession, patient_id: str) -> list[Alert]:
+    """Every alert about the patient, oldest first."""
+    statement = select(Alert).where(Alert.patient_id == patient_id).order_by(Alert.raised_at, Alert.id)
+    return list((await session.scalars(statement)).all())
 
+
+@dataclass(frozen=True, slots=True)
+class DeviceSet:
     gateways: list[mapping.GatewayInfo]
     devices: list[mapping.DeviceInfo]
-    alerts: list[Alert]
 
 
-async def patient_context(session: AsyncSession, patient: Patient) -> PatientContext:
-    """The patient's gateways and devices (those that sent their readings, and the gateway they were
-    first seen on) and every alert about them."""
-    pairs = (
-        await session.execute(
-            select(Observation.gateway_id, Observation.device_id)
-            .where(Observation.patient_id == patient.patient_id)
-            .distinct()
-        )
-    ).all()
-    gateway_ids = sorted({gateway_id for gateway_id, _ in pairs})
-    if patient.gateway_id is not None and patient.gateway_id not in gateway_ids:
-        gateway_ids.append(patient.gateway_id)
-    gateways = (
-        (await session.scalars(select(Gateway).where(Gateway.gateway_id.in_(gateway_ids)))).all()
-        if gateway_ids
-        else []
+async def devices_of(
+    session: AsyncSession, patient_id: str, pairs: Sequence[tuple[str, str]], gateway_ids: Sequence[str] = ()
+) -> DeviceSet:
+    """Devices for ``(gateway id, device id)`` pairs and their gateways (plus ``gateway_ids``), with the
+    device kinds and software versions from the gateways' latest status. One indexed lookup of the
+    gateways; the observations table is not scanned."""
+    wanted = sorted({gateway_id for gateway_id, _ in pairs} | set(gateway_ids))
+    rows = (
+        (await session.scalars(select(Gateway).where(Gateway.gateway_id.in_(wanted)))).all() if wanted else []
     )
     kinds: dict[tuple[str, str], str] = {}
-    for gateway in gateways:
+    for gateway in rows:
         for state in gateway.devices or []:
             if isinstance(state, dict) and isinstance(state.get("device_kind"), str):
                 kinds[(gateway.gateway_id, str(state.get("device_id")))] = state["device_kind"]
-    versions = {gateway.gateway_id: gateway.software_version for gateway in gateways}
-    devices = [
-        mapping.DeviceInfo(gateway_id, device_id, patient.patient_id, kinds.get((gateway_id, device_id)))
-        for gateway_id, device_id in sorted(pairs)
-    ]
-    alerts = (
-        await session.scalars(
-            select(Alert).where(Alert.patient_id == patient.patient_id).order_by(Alert.raised_at, Alert.id)
-        )
-    ).all()
-    return PatientContext(
-        gateways=[mapping.GatewayInfo(g, patient.patient_id, versions.get(g)) for g in gateway_ids],
-        devices=devices,
-        alerts=list(alerts),
+    versions = {gateway.gateway_id: gateway.software_version for gateway in rows}
+    return DeviceSet(
+        gateways=[
+            mapping.GatewayInfo(gateway_id, patient_id, versions.get(gateway_id)) for gateway_id in wanted
+        ],
+        devices=[
+            mapping.DeviceInfo(gateway_id, device_id, patient_id, kinds.get((gateway_id, device_id)))
+            for gateway_id, device_id in sorted(set(pairs))
+        ],
     )
-
-
-def etag_of(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]

@@ -283,14 +283,6 @@ def fhir_router(
         async with session_source(request)() as session:
             await session.connection(execution_options=READ_ONLY)
             row = await open_patient(session, patient_id)
-            if after is None:
-                context = await reads.patient_context(session, row)
-                entries.append(
-                    (mapping.patient(row, show_identity=may(account.role, Permission.READ_IDENTITY)), "match")
-                )
-                entries.extend((mapping.gateway_device(item), "include") for item in context.gateways)
-                entries.extend((mapping.device(item), "include") for item in context.devices)
-                entries.extend((mapping.alert_flag(alert), "include") for alert in context.alerts)
             vitals, news2 = vitals_for(None)
             page = await reads.observation_page(
                 session,
@@ -302,6 +294,17 @@ def fhir_router(
                 after=after,
                 count=count,
             )
+            first = after is None
+            home = [row.gateway_id] if first and row.gateway_id is not None else []
+            devices = await reads.devices_of(session, row.patient_id, page.devices, home)
+            alerts = await reads.alerts_about(session, row.patient_id) if first else []
+        if first:
+            show = may(account.role, Permission.READ_IDENTITY)
+            entries.append((mapping.patient(row, show_identity=show), "match"))
+        # Each page includes the Devices its Observations reference (and the first page the home gateway).
+        entries.extend((mapping.gateway_device(item), "include") for item in devices.gateways)
+        entries.extend((mapping.device(item), "include") for item in devices.devices)
+        entries.extend((mapping.alert_flag(alert), "include") for alert in alerts)
         entries.extend((resource, "match") for resource in page.resources)
         bundle = mapping.searchset(
             entries,

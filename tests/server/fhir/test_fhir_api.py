@@ -311,20 +311,32 @@ async def test_everything_has_patient_devices_flags_and_observations_over_pages(
     }
     assert first["entry"][4]["resource"]["id"] == str(alert_id)
     assert first["entry"][1]["search"] == {"mode": "include"}
-    rest, _ = await walk(fhir_api, next_link(first) or "", "viewer")
-    observations = [e["resource"] for e in first["entry"][5:]] + rest
+    observations: list[dict[str, Any]] = []
+    page: dict[str, Any] | None = first
+    while page is not None:
+        resources = [entry["resource"] for entry in page["entry"]]
+        here = {f"{r['resourceType']}/{r['id']}" for r in resources}
+        for resource in resources:
+            # Every page is self-contained: each Device an Observation or Device refers to is on it.
+            for reference in (resource.get("device"), resource.get("parent")):
+                if reference is not None:
+                    assert reference["reference"] in here
+        observations += [r for r in resources if r["resourceType"] == "Observation"]
+        if page is not first:
+            assert {r["resourceType"] for r in resources} <= {"Observation", "Device"}
+        url = next_link(page)
+        page = None if url is None else bundle_of(await fhir_api.get(url, "viewer"))
     assert len(observations) == expected
-    assert all(r["resourceType"] == "Observation" for r in rest)
-    device_ids = {d["id"] for d in devices}
-    assert {
-        r["device"]["reference"].removeprefix("Device/") for r in observations if "device" in r
-    } <= device_ids
+    assert len({r["id"] for r in observations}) == expected
     window = bundle_of(
         await fhir_api.get(
             "/fhir/Patient/pt-1/$everything?start=2026-03-01T08:19:00Z&end=2026-03-01T08:19:00Z"
         )
     )
-    assert [e["resource"]["effectiveDateTime"] for e in window["entry"][5:]] == ["2026-03-01T08:19:00Z"] * 2
+    in_window = [e["resource"] for e in window["entry"] if e["resource"]["resourceType"] == "Observation"]
+    assert [r["effectiveDateTime"] for r in in_window] == ["2026-03-01T08:19:00Z"] * 2
+    kinds = [e["resource"]["resourceType"] for e in window["entry"]]
+    assert kinds == ["Patient", "Device", "Device", "Flag", "Observation", "Observation"]  # no cuff reading
 
 
 # --------------------------------------------------------------------------------------------------
