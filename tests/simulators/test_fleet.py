@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -34,6 +35,7 @@ from edge_agent.protocol import (
     gateway_filter,
 )
 from edge_agent.scoring import news2_one
+from server.pki import CertificateAuthority
 from simulators.fleet import (
     BrokerUnreachable,
     Fleet,
@@ -577,3 +579,38 @@ async def test_two_hundred_homes_ramp_up_and_ledger(fleet_broker: MosquittoBroke
     assert all(seqs == list(range(2 + 4 + 1)) for seqs in ledger.seqs.values())
     assert ledger.observations == stats.observations_acknowledged == 200 * 2 * 6
     assert stats.unacknowledged() == 0
+
+
+def test_cli_mutual_tls_through_the_production_acl(
+    broker_factory: Callable[..., MosquittoBroker], tmp_path: Path
+) -> None:
+    """--tls-ca/--tls-cert/--tls-key against Mosquitto with client certificates and the production ACL
+    (deploy/mosquitto/acl): the home whose id is the certificate's identity gets everything through; a
+    second home presenting the same certificate is refused on every publish, counted, exit status 1."""
+    authority = CertificateAuthority.init(tmp_path / "pki")
+    broker_cert = authority.issue_server("broker", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    prefix = f"gw{uuid.uuid4().hex[:6]}"
+    gateway_cert = authority.issue_gateway(f"{prefix}-00000")
+    acl = tmp_path / "acl"
+    shutil.copyfile(REPO / "deploy" / "mosquitto" / "acl", acl)
+    port = free_port()
+    listener = (
+        f"listener {port} 127.0.0.1\n"
+        f"cafile {authority.ca_cert_path}\ncertfile {broker_cert.cert_path}\nkeyfile {broker_cert.key_path}\n"
+        "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n"
+        f"acl_file {acl}\n"
+    )
+    broker_factory(port=port, listener_config=listener)
+    summary_path = tmp_path / "summary.json"
+    result = _cli(
+        "--homes", "2", "--broker", f"mqtts://127.0.0.1:{port}", "--duration", "1", "--score-interval", "0.5",
+        "--tls-ca", str(authority.ca_cert_path), "--tls-cert", str(gateway_cert.cert_path),
+        "--tls-key", str(gateway_cert.key_path), "--gateway-prefix", prefix,
+        "--json-summary", str(summary_path),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    per_gateway = json.loads(summary_path.read_text())["per_gateway"]
+    own, other = per_gateway[f"{prefix}-00000"], per_gateway[f"{prefix}-00001"]
+    assert own["acknowledged"] == own["sent"] == own["next_seq"] == 4 + 1 + 1
+    assert own["refused"] == 0
+    assert other["acknowledged"] == 0 and other["refused"] == other["sent"] == 4 + 1 + 1
