@@ -7,7 +7,8 @@ is shown once, when it is created, and never logged.
 
 Roles, from least to most rights (``ROLE_PERMISSIONS`` is the table the API checks on every route):
 
-- ``integration``  reads everything except patients' display names (other systems, FHIR export);
+- ``integration``  reads everything except patients' display names (other systems, FHIR export,
+                   Prometheus scraping ``/metrics``);
 - ``viewer``       reads everything, display names included;
 - ``nurse``        + acknowledge and snooze alerts, resolve alerts that are not high, send patient settings;
 - ``physician``    + escalate by hand, resolve high and emergency alerts;
@@ -74,6 +75,8 @@ class Permission(StrEnum):
     MANAGE_TOKENS = "manage_tokens"
     READ_INGEST = "read_ingest"
     """Dead letters and ingest counters."""
+    READ_METRICS = "read_metrics"
+    """``/metrics`` (Prometheus): counts only, no patient data."""
 
 
 _NURSE: Final = frozenset(
@@ -87,7 +90,7 @@ _NURSE: Final = frozenset(
     }
 )
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
-    Role.INTEGRATION: frozenset({Permission.READ}),
+    Role.INTEGRATION: frozenset({Permission.READ, Permission.READ_METRICS}),
     Role.VIEWER: frozenset({Permission.READ, Permission.READ_IDENTITY}),
     Role.NURSE: _NURSE,
     Role.PHYSICIAN: _NURSE | {Permission.ESCALATE, Permission.RESOLVE_HIGH},
@@ -98,6 +101,7 @@ ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
             Permission.SET_DISPLAY_NAME,
             Permission.MANAGE_TOKENS,
             Permission.READ_INGEST,
+            Permission.READ_METRICS,
             # Technical alerts only: the escalation policy refuses admins on clinical alerts.
             Permission.ACKNOWLEDGE,
             Permission.SNOOZE,
@@ -413,6 +417,9 @@ class SignInLimiter:
         self._max_addresses = max_addresses
         self._monotonic = monotonic
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.failures_total = 0
+        self.refusals_total = 0
+        """Requests answered 429 (for /metrics)."""
 
     def _recent(self, address: str, now: float) -> deque[float] | None:
         times = self._failures.get(address)
@@ -431,9 +438,11 @@ class SignInLimiter:
         times = self._recent(address, now)
         if times is None or len(times) < self.max_failures:
             return None
+        self.refusals_total += 1
         return max(times[0] + self.window_s - now, 0.001)
 
     def record_failure(self, address: str) -> None:
+        self.failures_total += 1
         now = self._monotonic()
         times = self._recent(address, now)
         if times is None:

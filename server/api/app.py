@@ -28,7 +28,7 @@ from server.api import schemas
 from server.api.actions import Actions
 from server.api.context import API_PREFIX, ApiContext, ApiError, EventTickets
 from server.api.events import Broadcaster
-from server.api.routes import admin, alerts, equipment, health, patients, stream
+from server.api.routes import admin, alerts, equipment, health, metrics, patients, stream
 from server.api.security import SecurityHeaders
 from server.api.settings import ApiSettings
 from server.auth import DEFAULT_KDF, ScryptParameters, SignInLimiter, TokenVerifier
@@ -159,6 +159,9 @@ def create_app(
     for router in (patients.router, alerts.router, equipment.router, admin.router, stream.router):
         app.include_router(router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(health.router)
+    app.include_router(
+        metrics.router, responses={k: v for k, v in _ERRORS.items() if k in (401, 403, 429, 503)}
+    )
 
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -186,7 +189,7 @@ def create_app(
                 "bearer": {"type": "http", "scheme": "bearer", "description": "ww_<key id>_<secret>"}
             }
             for path, operations in document.get("paths", {}).items():
-                if path.startswith(API_PREFIX):
+                if path.startswith(API_PREFIX) or path == "/metrics":
                     for operation in operations.values():
                         operation["security"] = [{"bearer": []}]
                         # The framework's own 422 schema is not what this API sends.

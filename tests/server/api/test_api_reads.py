@@ -278,3 +278,31 @@ async def test_latest_reading_ties_go_to_the_one_stored_last(api: Api) -> None:
     patient = (await api.get("/api/v1/patients/pt-tie")).json()["patient"]
 
     assert patient["latest"]["heart_rate"]["value"] == 62
+
+
+@SQLITE_ONLY
+async def test_prometheus_metrics_for_scrapers_only(api: Api) -> None:
+    await seed_ward(api.ingestor)
+    await api.ingestor.ingest("wardwatch/v1/gw/gw-x/obs", b"[")
+    await add_alert(api.sessions, subject="pt-high", priority="high", tier=2, patient_id="pt-high")
+    await add_alert(api.sessions, subject="pt-low", priority="medium", tier=1, patient_id="pt-low")
+    await api.client.get("/api/v1/patients", headers={"Authorization": "Bearer nope"})
+
+    response = await api.get("/metrics", role="integration")
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = set(response.text.splitlines())
+    assert 'wardwatch_ingest_stored_total{channel="obs"} 4' in lines
+    assert 'wardwatch_ingest_dead_letters_total{reason="invalid_json"} 1' in lines
+    assert "# TYPE wardwatch_ingest_received_total counter" in lines
+    assert 'wardwatch_alerts_open{category="clinical",priority="high"} 1' in lines
+    assert 'wardwatch_alerts_open{category="clinical",priority="medium"} 1' in lines
+    assert 'wardwatch_gateways{state="online"} 1' in lines
+    assert 'wardwatch_gateways{state="offline"} 2' in lines
+    assert "wardwatch_api_sign_in_failures_total 1" in lines
+    assert "pt-high" not in response.text  # counts only, no patient ids
+    assert (await api.get("/metrics", role="admin")).status_code == 200
+    for role in ("viewer", "nurse", "physician"):
+        assert (await api.get("/metrics", role=role)).status_code == 403
+    assert (await api.client.get("/metrics")).status_code == 401

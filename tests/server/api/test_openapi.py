@@ -25,6 +25,9 @@ def test_every_api_operation_requires_a_bearer_token_and_documents_errors() -> N
             if path.startswith("/api/v1/"):
                 assert operation["security"] == [{"bearer": []}], (method, path)
                 assert {"401", "403", "422", "503"} <= set(operation["responses"]), (method, path)
+            elif path == "/metrics":
+                assert operation["security"] == [{"bearer": []}]
+                assert {"401", "403", "503"} <= set(operation["responses"])
             else:
                 assert "security" not in operation, path
     assert "HTTPValidationError" not in json.dumps(document)
