@@ -187,6 +187,8 @@ class HomeTraffic:
         self._offset_s = plan.scenario_hour * 3600.0
         self._chunk_index = -1
         self._chunk: VitalsSeries | None = None
+        self._chunk_first = 0
+        self._phase = (index * 97) % CHUNK_STEPS
         self._last_k = -1
         self._latest: dict[VitalCode, tuple[float, float]] = {}
         """stream -> (simulated time, value as sent)."""
@@ -254,15 +256,19 @@ class HomeTraffic:
         ]
 
     def _vitals(self, t: float) -> tuple[VitalsSeries, int]:
-        """The true vitals chunk holding simulated time ``t`` and the index of ``t``'s grid step in it."""
+        """The true vitals chunk holding simulated time ``t`` and the index of ``t``'s grid step in it.
+
+        Chunk boundaries are shifted by a per-home phase: homes started together would otherwise all
+        evaluate their next chunk in the same second, a pause of the whole fleet every CHUNK_STEPS."""
         step = math.floor(t / VITALS_STEP_S + _EPSILON)
-        chunk_index = step // CHUNK_STEPS
+        chunk_index = (step + self._phase) // CHUNK_STEPS
         if chunk_index != self._chunk_index or self._chunk is None:
-            first = chunk_index * CHUNK_STEPS
-            times = np.arange(first, first + CHUNK_STEPS, dtype=np.float64) * VITALS_STEP_S
+            self._chunk_first = max(0, chunk_index * CHUNK_STEPS - self._phase)
+            end = (chunk_index + 1) * CHUNK_STEPS - self._phase
+            times = np.arange(self._chunk_first, end, dtype=np.float64) * VITALS_STEP_S
             self._chunk = self.patient.vitals_series(self._offset_s + times)
             self._chunk_index = chunk_index
-        return self._chunk, step - chunk_index * CHUNK_STEPS
+        return self._chunk, step - self._chunk_first
 
     def _observation(self, k: int) -> Observation:
         t = k / self.plan.rate

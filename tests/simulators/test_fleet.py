@@ -47,7 +47,7 @@ from simulators.fleet import (
     TrafficPlan,
 )
 from simulators.fleet.command import run_fleet
-from simulators.fleet.traffic import STREAMS, TrafficError
+from simulators.fleet.traffic import DECIMALS, STREAMS, TrafficError
 
 REPO = Path(__file__).resolve().parents[2]
 WARDWATCH = Path(sys.executable).parent / "wardwatch"
@@ -87,6 +87,24 @@ def test_observation_schedule_rate_streams_and_timestamps() -> None:
         assert (observation.measured_at - start).total_seconds() == pytest.approx(k / 6, abs=1e-6)
         assert observation.patient_id == "sim-pt-00000"
         assert observation.device_id.startswith("sim-gw-00000-")
+
+
+@pytest.mark.parametrize("index", [0, 1, 7])
+def test_values_are_the_patients_vitals_whatever_the_chunking(index: int) -> None:
+    """Observation values equal one direct evaluation of the patient's vitals on the 1 s grid, across the
+    (per-home shifted) chunk boundaries."""
+    plan = TrafficPlan(seed=2, rate=6, score_interval_s=0)
+    home = HomeTraffic(plan, index, start=datetime(2026, 1, 1, tzinfo=UTC))
+    observations = [
+        o
+        for i in range(320)
+        for m in home.tick(i)
+        if m.channel is GatewayChannel.OBS
+        for o in m.body  # type: ignore[union-attr]
+    ]
+    series = home.patient.vitals_series(np.floor(np.arange(len(observations)) / 6.0))
+    for k, observation in enumerate(observations):
+        assert observation.value == round(float(series[observation.vital][k]), DECIMALS[observation.vital])
 
 
 def test_fractional_rate_spreads_observations_without_loss() -> None:
