@@ -2,7 +2,7 @@
 
 ::
 
-    wardwatch demo [--homes 5] [--speed 60] [--duration S] [--http-port 8080] [--broker URL]
+    wardwatch demo [--homes 5] [--speed 20] [--duration S] [--http-port 8080] [--broker URL]
                    [--api-token T] [--state-dir .demo]
 
 1. A broker: ``--broker mqtt://host:port``, or else a private Mosquitto child process (Debian's
@@ -31,14 +31,16 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from edge_agent.backoff import Backoff
 from server.escalation import EscalationPolicy
 
 if TYPE_CHECKING:
@@ -69,7 +71,10 @@ def register_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     parser.add_argument("--homes", type=int, default=5, help="simulated homes (default 5)")
     parser.add_argument(
-        "--speed", type=float, default=60.0, help="simulated seconds per real second (default 60)"
+        "--speed",
+        type=float,
+        default=20.0,
+        help="simulated seconds per real second (default 20; continuous oximeters lag at much more)",
     )
     parser.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
     parser.add_argument("--http-port", type=int, default=8080, help="REST API port (0: any free port)")
@@ -126,6 +131,13 @@ def demo_policy(speed: float) -> EscalationPolicy:
             "renotify_after_s": scaled(base.renotify_after_s),
         }
     )
+
+
+def _prepare_state_dir(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ignore = state_dir / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# wardwatch demo state: never committed\n*\n", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,7 +256,7 @@ async def _run_homes(broker_url: str, state_dir: Path, homes: int, speed: float)
     from simulators.home import home_config, run_home
 
     outboxes = state_dir / "gateways"
-    outboxes.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(outboxes.mkdir, parents=True, exist_ok=True)
     async with asyncio.TaskGroup() as group:
         for index in range(homes):
             scenario = SCENARIO_MIX[index % len(SCENARIO_MIX)]
@@ -258,22 +270,44 @@ async def _run_homes(broker_url: str, state_dir: Path, homes: int, speed: float)
             )
             print(f"  home {gateway_id}: patient {config.patients[0].id}, scenario {scenario}", flush=True)
             group.create_task(
-                run_home(
-                    config,
-                    scenario=scenario,
-                    seed=index + 1,
-                    speed=speed,
-                    start_h=START_HOUR.get(scenario, 0.0),
+                _one_home(
+                    partial(
+                        run_home,
+                        config,
+                        scenario=scenario,
+                        seed=index + 1,
+                        speed=speed,
+                        start_h=START_HOUR.get(scenario, 0.0),
+                    ),
+                    gateway_id,
                 ),
                 name=f"home {gateway_id}",
             )
+
+
+async def _one_home(run: Callable[[], Coroutine[Any, Any, None]], gateway_id: str) -> None:
+    """Run one home; when its agent fails, say so and restart it after a pause (as systemd restarts a
+    real gateway's agent), while the other homes go on."""
+    backoff = Backoff(initial_s=1.0, maximum_s=30.0)
+    while True:
+        try:
+            await run()
+            return
+        except Exception:
+            delay = backoff.next_delay()
+            logger.exception(
+                "simulated home %s stopped with an error; restarting it in %.0f s", gateway_id, delay
+            )
+        await asyncio.sleep(delay)
 
 
 async def summary(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
     from server.storage.models import Alert, AlertEventRecord, Assessment, Gateway, Observation
 
     counts: dict[str, int] = {}
-    async with sessions() as session:
+    from server.engine.store import reading
+
+    async with reading(sessions) as session:
         for name, model in (
             ("gateways", Gateway),
             ("observations", Observation),
@@ -299,12 +333,14 @@ async def run_demo(
     from server.process import WorkerSettings, configure_logging, run_worker
 
     configure_logging("text", logging.INFO)
-    logging.getLogger("server.ingest").setLevel(logging.WARNING)
-    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
-    stop = asyncio.Event()
+    # Sequence gaps that open and close again as concurrent batches commit out of order are normal here.
+    logging.getLogger("server.ingest").setLevel(logging.ERROR)
+    await asyncio.to_thread(_prepare_state_dir, state_dir)
+    interrupted = asyncio.Event()  # Ctrl-C or SIGTERM
+    server_stop = asyncio.Event()  # set last, after the homes stopped and the summary was read
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, interrupted.set)
     try:
         async with contextlib.AsyncExitStack() as stack:
             if broker_url is None:
@@ -324,35 +360,35 @@ async def run_demo(
             )
             ready: asyncio.Future[ServerRuntime] = loop.create_future()
             server = asyncio.create_task(
-                run_worker(settings, stop=stop, on_ready=ready.set_result), name="demo server"
+                run_worker(settings, stop=server_stop, on_ready=ready.set_result), name="demo server"
             )
-            runtime = await _first(ready, server, stop)
-            if runtime is None:
-                await server
-                return 0
-            token = await _api_token(runtime.sessions, api_token)
-            base = f"http://127.0.0.1:{runtime.http_port}"
-            print(
-                f"\nWardWatch demo running: {homes} simulated home(s) at {speed:g}x speed, broker {url}\n"
-                f"  API:      {base}/api/v1/patients   (OpenAPI: {base}/api/v1/openapi.json)\n"
-                f"  token:    {token}   (role nurse; send as 'Authorization: Bearer <token>')\n"
-                f"  try:      curl -H 'Authorization: Bearer {token}' {base}/api/v1/alerts\n"
-                f"  state:    {state_dir}\n"
-                f"Ctrl-C stops everything.\n",
-                flush=True,
-            )
-            homes_task = asyncio.create_task(_run_homes(url, state_dir, homes, speed), name="demo homes")
+            homes_task: asyncio.Task[None] | None = None
             try:
-                async with asyncio.timeout(duration_s):
-                    await _until_stopped(stop, server, homes_task)
-            except TimeoutError:
-                pass
-            homes_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await homes_task
-            counts = await summary(runtime.sessions)
-            stop.set()
-            await server
+                runtime = await _first(ready, server, interrupted)
+                if runtime is None:
+                    return 0
+                token = await _api_token(runtime.sessions, api_token)
+                base = f"http://127.0.0.1:{runtime.http_port}"
+                print(
+                    f"\nWardWatch demo running: {homes} simulated home(s) at {speed:g}x speed, broker {url}\n"
+                    f"  API:      {base}/api/v1/patients   (OpenAPI: {base}/api/v1/openapi.json)\n"
+                    f"  token:    {token}   (role nurse; send as 'Authorization: Bearer <token>')\n"
+                    f"  try:      curl -H 'Authorization: Bearer {token}' {base}/api/v1/alerts\n"
+                    f"  state:    {state_dir}\n"
+                    f"Ctrl-C stops everything.\n",
+                    flush=True,
+                )
+                homes_task = asyncio.create_task(_run_homes(url, state_dir, homes, speed), name="demo homes")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(duration_s):
+                        await _until_stopped(interrupted, server, homes_task)
+                await _cancel(homes_task)
+                counts = await summary(runtime.sessions)
+            finally:
+                if homes_task is not None:
+                    await _cancel(homes_task)
+                server_stop.set()
+                await server
             print(
                 "WardWatch demo stopped: "
                 + ", ".join(f"{value} {name.replace('_', ' ')}" for name, value in counts.items()),
@@ -362,6 +398,13 @@ async def run_demo(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _first(

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import random
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,6 +81,7 @@ from server.escalation import (
     decide,
     subject_of,
 )
+from server.escalation.technical import PROBE_FLAGS
 from server.ingest import IngestOutcome, OutcomeKind
 from server.storage import repository
 from server.storage.models import Alert
@@ -105,6 +107,11 @@ class EngineCounters:
     """Monotonic counters since start-up, for /metrics."""
 
     inputs: int = 0
+    inputs_deferred: int = 0
+    """Inputs whose escalation hit database trouble and were queued for retry."""
+    inputs_failed: int = 0
+    """Inputs whose escalation failed on a bug (logged with the traceback)."""
+    timer_errors: int = 0
     actions: int = 0
     actions_refused: int = 0
     timer_subjects_fired: int = 0
@@ -166,6 +173,8 @@ class EscalationEngine:
         self._delivery_wake = asyncio.Event()
         self._state_wake = asyncio.Event()
         self._pending = _Pending()
+        self._deferred: deque[PolicyInput] = deque()
+        self._deferred_wake = asyncio.Event()
         self.changes_seen = asyncio.Condition()
         """Notified after every committed decision that changed an alert (tests wait on it)."""
 
@@ -187,11 +196,55 @@ class EscalationEngine:
         elif isinstance(message, Event):
             item = EventReceived(event=message)
         elif isinstance(message, ObservationBatch):
+            if not await self._observations_matter(message):
+                return
             item = ObservationsReceived(batch=message)
         else:
             return  # command acknowledgements do not concern the policy
-        await self.submit(item)
+        try:
+            await self.submit(item)
+        except Exception as exc:
+            if not _retryable(exc):
+                self.counters.inputs_failed += 1
+                logger.exception("escalation of a message on %.200r failed on a server bug", outcome.topic)
+                return
+            # Stored but not yet escalated: keep it and retry until the database is back.
+            self.counters.inputs_deferred += 1
+            self._deferred.append(item)
+            self._deferred_wake.set()
+            logger.error(
+                "database unavailable; escalation of a message on %.200r deferred: %s", outcome.topic, exc
+            )
         self._state_wake.set()
+
+    async def run_deferred(self) -> None:
+        """Retry inputs whose escalation failed on database trouble, oldest first, until cancelled."""
+        while True:
+            await self._deferred_wake.wait()
+            self._deferred_wake.clear()
+            while self._deferred:
+                item = self._deferred[0]
+                try:
+                    await self.submit(item)
+                except Exception as exc:
+                    if _retryable(exc):
+                        logger.warning("deferred escalation still failing, retrying in 1 s: %s", exc)
+                        await asyncio.sleep(1.0)
+                        continue
+                    self.counters.inputs_failed += 1
+                    logger.exception("deferred escalation failed on a server bug; input dropped")
+                self._deferred.popleft()
+
+    async def _observations_matter(self, batch: ObservationBatch) -> bool:
+        if any(PROBE_FLAGS.intersection(item.quality) for item in batch.observations if not item.historical):
+            return True
+        try:
+            async with store.reading(self.sessions) as session:
+                return await store.observations_matter(session, batch.gateway_id)
+        except Exception as exc:
+            if not _retryable(exc):
+                raise
+            return True  # cannot tell: let the policy see it (and defer it if need be)
 
     async def submit(self, item: PolicyInput) -> list[AlertChange]:
         """Apply one gateway input (or a tick for its subject) and return the alert changes it made."""
@@ -205,7 +258,7 @@ class EscalationEngine:
         """A clinician's action on an alert. Raises AlertNotOpenError (unknown or resolved alert) or
         ActionRefusedError (role, state, priority or missing note); nothing changes then."""
         self.counters.actions += 1
-        async with self.sessions() as session:
+        async with store.reading(self.sessions) as session:
             row = await session.get(Alert, action.alert_id)
         if row is None or row.state == "resolved":
             self.counters.actions_refused += 1
@@ -354,16 +407,28 @@ class EscalationEngine:
                 async with self.sessions() as session, session.begin():
                     subjects = await store.claim_due(session, now, self.settings.timer_batch)
                     claimed = len(subjects)
-                    for locked in subjects:
-                        decision = decide(locked.state, Tick(), now=now, policy=self.policy)
-                        saved = await store.save_decision(
-                            session,
-                            locked,
-                            decision,
-                            now=now,
-                            webhooks=list(self.webhooks),
-                            worker_id=self.worker_id,
-                        )
+                    for row in subjects:
+                        subject = row.subject  # read now: a rolled-back savepoint expires the row
+                        try:
+                            async with session.begin_nested():
+                                locked = store.load(row)
+                                decision = decide(locked.state, Tick(), now=now, policy=self.policy)
+                                saved = await store.save_decision(
+                                    session,
+                                    locked,
+                                    decision,
+                                    now=now,
+                                    webhooks=list(self.webhooks),
+                                    worker_id=self.worker_id,
+                                )
+                        except Exception as exc:
+                            if _retryable(exc):
+                                raise
+                            # One subject's bug must not hold up every other timer: set it aside.
+                            self.counters.timer_errors += 1
+                            logger.exception("firing the timers of %s failed; retrying it in 60 s", subject)
+                            await store.postpone(session, subject, now + timedelta(seconds=60))
+                            continue
                         changes.extend(saved)
                         if decision.next_due_at is not None:
                             next_due.append(decision.next_due_at)
@@ -388,7 +453,7 @@ class EscalationEngine:
                 claimed = await self.fire_due()
                 if claimed >= self.settings.timer_batch:
                     continue
-                async with self.sessions() as session:
+                async with store.reading(self.sessions) as session:
                     earliest = await store.earliest_due(session)
             except Exception as exc:
                 if not _retryable(exc):
@@ -522,7 +587,7 @@ class EscalationEngine:
         patients = set(pending.patients)
         if not self.settings.publish_patient_state or self.publisher is None:
             return 0
-        async with self.sessions() as session:
+        async with store.reading(self.sessions) as session:
             for gateway_id in sorted(pending.gateways):
                 patients.update(await patients_of_gateway(session, gateway_id))
             states = [
@@ -539,6 +604,7 @@ class EscalationEngine:
             except Exception as exc:
                 logger.warning("publishing the state of %s failed: %s", state.patient_id, exc)
                 self._pending.patients.add(state.patient_id)
+                self._state_wake.set()  # try again (each attempt waits for the broker connection)
                 continue
             published += 1
             if self.broadcaster is not None:
@@ -568,7 +634,7 @@ class EscalationEngine:
             return 0
         since = self._clock() - timedelta(hours=self.settings.catch_up_hours)
         inputs: list[PolicyInput] = []
-        async with self.sessions() as session:
+        async with store.reading(self.sessions) as session:
             gateways = (
                 await session.scalars(select(GatewayRow).where(GatewayRow.status_received_at >= since))
             ).all()
@@ -597,6 +663,7 @@ class EscalationEngine:
                 group.create_task(self.run_timers(), name=f"escalation timers {self.worker_id}")
                 group.create_task(self.run_deliveries(), name=f"alert deliveries {self.worker_id}")
                 group.create_task(self.run_patient_states(), name=f"patient states {self.worker_id}")
+                group.create_task(self.run_deferred(), name=f"deferred inputs {self.worker_id}")
         finally:
             await self.aclose()
 

@@ -12,25 +12,53 @@ storage layer starts, which serialises writers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edge_agent.protocol import CC_ALERT_TOPIC, AlertEvent, new_message_id
 from server.engine.tables import AlertDelivery, EscalationSubject
 from server.escalation import AlertChange, Decision, EscalationState, alert_subject, to_alert_event
 from server.escalation.state import Alert as PolicyAlert
+from server.storage.engine import READ_ONLY
 from server.storage.models import Alert, AlertEventRecord
 
 MQTT_SINK: Final = "mqtt"
 WEBHOOK_SINK: Final = "webhook"
 
 _ACK_STATE_TO_ROW: Final = {"unacknowledged": "open", "acknowledged": "acknowledged", "snoozed": "snoozed"}
+
+
+@asynccontextmanager
+async def reading(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session that only reads: on SQLite its transaction is deferred and never takes the write lock."""
+    async with sessions() as session:
+        await session.connection(execution_options=READ_ONLY)
+        yield session
+
+
+async def observations_matter(session: AsyncSession, gateway_id: str) -> bool:
+    """Whether the gateway's policy state follows a probe that is off (a reading without the flag would
+    clear it). When it does not, and no reading in a batch is flagged, the batch cannot change anything
+    and the engine skips the transaction."""
+    document = await session.scalar(
+        select(EscalationSubject.state).where(EscalationSubject.subject == f"gateway:{gateway_id}")
+    )
+    if document is None:
+        return False
+    gateway = EscalationState.model_validate(document).gateways.get(gateway_id)
+    if gateway is None:
+        return False
+    return any(
+        device.probe_off_since is not None or device.probe_confirm_at is not None
+        for device in gateway.devices.values()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +68,8 @@ class LockedSubject:
     version: int
 
 
-def _load(row: EscalationSubject) -> LockedSubject:
+def load(row: EscalationSubject) -> LockedSubject:
+    """The row's state (raises pydantic's ValidationError for a state this version cannot read)."""
     return LockedSubject(row.subject, EscalationState.model_validate(row.state), row.version)
 
 
@@ -57,10 +86,10 @@ async def lock_subject(session: AsyncSession, subject: str, *, now: datetime) ->
     )
     statement = select(EscalationSubject).where(EscalationSubject.subject == subject).with_for_update()
     row = (await session.scalars(statement)).one()
-    return _load(row)
+    return load(row)
 
 
-async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[LockedSubject]:
+async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[EscalationSubject]:
     """Subjects whose next timer is due at ``now``, locked; those locked by another worker are skipped."""
     statement = (
         select(EscalationSubject)
@@ -69,7 +98,14 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[Lo
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return [_load(row) for row in (await session.scalars(statement)).all()]
+    return list((await session.scalars(statement)).all())
+
+
+async def postpone(session: AsyncSession, subject: str, until: datetime) -> None:
+    """Move a subject's next timer to ``until`` without changing its state (after a failure)."""
+    await session.execute(
+        update(EscalationSubject).where(EscalationSubject.subject == subject).values(next_due_at=until)
+    )
 
 
 async def earliest_due(session: AsyncSession) -> datetime | None:

@@ -51,11 +51,16 @@ async def _drain(stream: asyncio.StreamReader, seen: list[str]) -> None:
         seen.append(line.decode(errors="replace"))
 
 
-async def _next_matching(messages: asyncio.Queue[Message], accept: Callable[[Message], bool]) -> Message:
+async def _first_matching(
+    received: list[Message], arrived: asyncio.Event, accept: Callable[[Message], bool]
+) -> Message:
+    """The first message received so far (in any order with others) that ``accept`` takes."""
     while True:
-        message = await messages.get()
-        if accept(message):
-            return message
+        for message in received:
+            if accept(message):
+                return message
+        arrived.clear()
+        await arrived.wait()
 
 
 @pytest.mark.slow
@@ -75,11 +80,13 @@ async def test_worker_process_ingests_escalates_publishes_and_stops_on_sigterm(
     patient_id = "pt-process"
     async with _client(broker, "cc") as command_center, _client(broker, "gw") as gateway:
         await command_center.subscribe(protocol.CC_ALERT_TOPIC, protocol.cc_patient_topic(patient_id), qos=1)
-        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        received: list[Message] = []
+        arrived = asyncio.Event()
 
         async def receive() -> None:
             async for message in command_center.messages():
-                inbox.put_nowait(message)
+                received.append(message)
+                arrived.set()
 
         process = await asyncio.create_subprocess_exec(
             WARDWATCH, "server", env=env, stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
@@ -128,15 +135,21 @@ async def test_worker_process_ingests_escalates_publishes_and_stops_on_sigterm(
                     protocol.gateway_topic(gateway_id, "score"), protocol.encode(high), qos=1
                 )
 
-                async with asyncio.timeout(15):
-                    alert_message = await _next_matching(inbox, lambda m: m.topic == protocol.CC_ALERT_TOPIC)
-                    state_message = await _next_matching(
-                        inbox,
-                        lambda m: (
-                            m.topic == protocol.cc_patient_topic(patient_id)
-                            and protocol.decode(protocol.PatientState, m.payload).open_alerts == 1
-                        ),
-                    )
+                def complete_state(message: Message) -> bool:
+                    # birth and assessment are stored concurrently: wait for the state that has both
+                    if message.topic != protocol.cc_patient_topic(patient_id):
+                        return False
+                    state = protocol.decode(protocol.PatientState, message.payload)
+                    return state.open_alerts == 1 and state.gateway_online
+
+                try:
+                    async with asyncio.timeout(15):
+                        alert_message = await _first_matching(
+                            received, arrived, lambda m: m.topic == protocol.CC_ALERT_TOPIC
+                        )
+                        state_message = await _first_matching(received, arrived, complete_state)
+                except TimeoutError:
+                    raise AssertionError("no alert or patient state:\n" + "".join(log[-40:])) from None
                 event = protocol.decode(protocol.AlertEvent, alert_message.payload)
                 assert (event.action, event.category, event.patient_id, event.priority, event.tier) == (
                     "raised",

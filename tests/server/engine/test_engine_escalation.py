@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import pytest
 from engine_support import FakeClock, RecordingPublisher, gateway_status, ingest, news2_assessment
 from server_support import T0, rows, scalar
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edge_agent import protocol
 from server.engine import EngineSettings, EscalationEngine
+from server.engine.tables import EscalationSubject
 from server.escalation import ActionRefusedError, AlertNotOpenError, EscalationPolicy, Role
 from server.ingest import Ingestor
 from server.storage import create_engine, session_factory
@@ -227,3 +230,64 @@ async def test_two_workers_racing_fire_each_escalation_exactly_once(
     finally:
         for db in engines:
             await db.dispose()
+
+
+async def test_a_subject_whose_timers_fail_is_set_aside_and_others_still_fire(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    clock, publisher = FakeClock(), RecordingPublisher()
+    engine = make_engine(sessions, clock, publisher)
+    await _raise_high_alert(engine, ingestor, clock, gateway_id, "pt-healthy")
+    async with sessions() as session, session.begin():
+        session.add(
+            EscalationSubject(
+                subject="patient:pt-corrupt",
+                state={"alerts": "not a mapping"},
+                next_due_at=clock.now,
+                updated_at=clock.now,
+                version=1,
+            )
+        )
+
+    clock.advance(HIGH_ACK_TIMEOUT_S + 1)
+    assert await engine.fire_due() == 2
+    assert engine.counters.timer_errors == 1
+    assert await scalar(sessions, "SELECT count(*) FROM alert_events WHERE action = 'escalated'") == 1
+    postponed = await scalar(
+        sessions, "SELECT next_due_at FROM escalation_subjects WHERE subject = 'patient:pt-corrupt'"
+    )
+    assert str(postponed).startswith(str((clock.now + timedelta(seconds=60)).replace(tzinfo=None))[:19])
+    assert await engine.fire_due() == 0  # set aside for 60 s, not retried in a tight loop
+
+
+async def test_escalation_deferred_while_the_database_is_unavailable_is_applied_later(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    clock, publisher = FakeClock(), RecordingPublisher()
+    engine = make_engine(sessions, clock, publisher)
+    birth = gateway_status(gateway_id, "birth", sent_at=clock.now)
+    await engine.handle_outcome(await ingest(ingestor, birth, clock.now))
+    outcome = await ingest(
+        ingestor, news2_assessment(gateway_id, 0, patient_id="pt-deferred", assessed_at=clock.now), clock.now
+    )
+
+    real_decide = engine._decide
+    failures = 0
+
+    async def unavailable(subject: str, item: object) -> list[object]:
+        nonlocal failures
+        failures += 1
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database restarting"))
+
+    engine._decide = unavailable  # type: ignore[assignment,method-assign]
+    await engine.handle_outcome(outcome)  # must not raise: ingest has already committed the message
+    assert failures == 1 and engine.counters.inputs_deferred == 1
+    assert await scalar(sessions, "SELECT count(*) FROM alerts") == 0
+
+    engine._decide = real_decide  # type: ignore[method-assign]
+    async with asyncio.TaskGroup() as group:
+        retrying = group.create_task(engine.run_deferred())
+        async with asyncio.timeout(10):
+            await engine.wait_for_changes(lambda: engine.counters.alert_events >= 1)
+        retrying.cancel()
+    assert await scalar(sessions, "SELECT priority FROM alerts WHERE patient_id = 'pt-deferred'") == "high"
