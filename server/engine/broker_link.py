@@ -35,6 +35,7 @@ class BrokerLink:
         self._backoff = backoff or Backoff(initial_s=0.5, maximum_s=30.0)
         self._client: MqttClient | None = None
         self._ready = asyncio.Event()
+        self._changed = asyncio.Condition()
 
     @property
     def connected(self) -> bool:
@@ -47,6 +48,7 @@ class BrokerLink:
                 async with MqttClient(self.settings) as client:
                     self._client = client
                     self._ready.set()
+                    await self._notify()
                     self._backoff.reset()
                     logger.info("publishing to the broker at %s:%d", self.settings.host, self.settings.port)
                     reason = await client.wait_closed()
@@ -60,7 +62,17 @@ class BrokerLink:
             finally:
                 self._ready.clear()
                 self._client = None
+            await self._notify()
             await asyncio.sleep(self._backoff.next_delay())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_connected(self) -> None:
+        """Return once a connection is open."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.connected)
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         client = self._client

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from engine_support import FakeClock, RecordingPublisher, gateway_status, ingest, news2_assessment
@@ -291,3 +291,50 @@ async def test_escalation_deferred_while_the_database_is_unavailable_is_applied_
             await engine.wait_for_changes(lambda: engine.counters.alert_events >= 1)
         retrying.cancel()
     assert await scalar(sessions, "SELECT priority FROM alerts WHERE patient_id = 'pt-deferred'") == "high"
+
+
+def _oximeter_batch(gateway_id: str, seq: int, at: datetime, *, probe_off: bool) -> protocol.ObservationBatch:
+    return protocol.ObservationBatch(
+        message_id=protocol.new_message_id(),
+        gateway_id=gateway_id,
+        seq=seq,
+        sent_at=at,
+        observations=[
+            protocol.Observation(
+                patient_id="pt-probe",
+                vital=protocol.VitalCode.SPO2,
+                value=0.0 if probe_off else 96.0,
+                unit="%",
+                measured_at=at,
+                time_source=protocol.TimeSource.DEVICE,
+                device_id="oximeter-1",
+                quality=[protocol.QualityFlag.PROBE_OFF] if probe_off else [],
+            )
+        ],
+    )
+
+
+async def test_probe_off_readings_raise_and_a_clean_reading_clears_the_alarm(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    clock, publisher = FakeClock(), RecordingPublisher()
+    engine = make_engine(sessions, clock, publisher)
+    subject_rows = "SELECT count(*) FROM escalation_subjects WHERE subject = :subject"
+    clean = _oximeter_batch(gateway_id, 0, clock.now, probe_off=False)
+    await engine.handle_outcome(await ingest(ingestor, clean, clock.now))
+    # Nothing is off and nothing is flagged: the batch cannot matter, no transaction for the policy.
+    assert await scalar(sessions, subject_rows, subject=f"gateway:{gateway_id}") == 0
+
+    clock.advance(1)
+    flagged = _oximeter_batch(gateway_id, 1, clock.now, probe_off=True)
+    await engine.handle_outcome(await ingest(ingestor, flagged, clock.now))
+    assert await scalar(sessions, subject_rows, subject=f"gateway:{gateway_id}") == 1
+    clock.advance(EscalationPolicy().probe_off_grace_s + 1)
+    await engine.fire_due()
+    alarm = (await rows(sessions, "SELECT condition, subject, device_id, state FROM alerts"))[0]
+    assert tuple(alarm) == ("probe_off", f"device:{gateway_id}/oximeter-1", "oximeter-1", "open")
+
+    clock.advance(5)
+    back_on = _oximeter_batch(gateway_id, 2, clock.now, probe_off=False)
+    await engine.handle_outcome(await ingest(ingestor, back_on, clock.now))
+    assert await scalar(sessions, "SELECT state FROM alerts") == "resolved"
