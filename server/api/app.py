@@ -29,7 +29,7 @@ from server.api.actions import Actions
 from server.api.context import API_PREFIX, ApiContext, ApiError, EventTickets
 from server.api.events import Broadcaster
 from server.api.routes import admin, alerts, equipment, health, metrics, patients, stream
-from server.api.security import SecurityHeaders
+from server.api.security import BodyLimit, SecurityHeaders
 from server.api.settings import ApiSettings
 from server.auth import DEFAULT_KDF, ScryptParameters, SignInLimiter, TokenVerifier
 from server.storage.errors import StorageUnavailable
@@ -178,7 +178,8 @@ def create_app(
             allow_credentials=False,
             max_age=600,
         )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, 413 included
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -193,3 +193,73 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a request body larger than ``max_bytes`` gets 413 before the app parses
+    it (by Content-Length, or by counting a chunked body as it arrives), so a hostile client cannot make
+    the server hold an unbounded JSON document in memory."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _too_large(self, send: Send) -> None:
+        body = (
+            b'{"error":{"status":413,"code":"payload_too_large","message":"the request body is larger than '
+            + str(self.max_bytes).encode()
+            + b' bytes","problems":[{"where":"body","problem":"too large"}]}}'
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.max_bytes + 1
+                if declared > self.max_bytes:
+                    await self._too_large(send)
+                    return
+        received = 0
+        exceeded = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                return await receive()  # after the stump only a disconnect listener asks (no busy loop)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # End the body here; whatever the app answers to the stump is replaced by 413.
+                    exceeded = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        replaced = False
+
+        async def checked_send(message: Message) -> None:
+            nonlocal replaced
+            if exceeded:
+                if not replaced and message["type"] == "http.response.start":
+                    replaced = True
+                    await self._too_large(send)
+                return
+            await send(message)
+
+        await self.app(scope, counting_receive, checked_send)

@@ -23,6 +23,8 @@ class ApiSettings(BaseModel):
     process stops working within this time."""
     trust_forwarded_for: bool = False
     """Take the client address for rate limiting from X-Forwarded-For (only behind a trusted proxy)."""
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    """Largest request body accepted (413 beyond); the API's requests are small JSON documents."""
     max_page_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
     events_keepalive_s: float = Field(default=15.0, gt=0, le=300)
     """Comment lines sent on an idle event stream so proxies keep it open."""

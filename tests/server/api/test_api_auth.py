@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -369,3 +370,28 @@ async def test_install_token_made_elsewhere(sessions: async_sessionmaker[AsyncSe
     assert account is not None and (account.name, account.role) == ("demo-nurse", Role.NURSE)
     with pytest.raises(TokenError, match="must look like"):
         await install_token(sessions, "letmein", "nurse", "x", kdf=CHEAP_KDF)
+
+
+@SQLITE_ONLY
+async def test_oversized_bodies_get_413_before_parsing(api: Api) -> None:
+    big = b'{"note": "' + b"x" * 70_000 + b'"}'
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 8192):
+            yield big[start : start + 8192]
+
+    declared = await api.client.post(
+        f"/api/v1/alerts/{uuid.uuid4()}/resolve",
+        headers={**api.auth("physician"), "Content-Type": "application/json"},
+        content=big,
+    )
+    streamed = await api.client.post(
+        f"/api/v1/alerts/{uuid.uuid4()}/resolve",
+        headers={**api.auth("physician"), "Content-Type": "application/json"},
+        content=chunks(),
+    )
+
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["code"] == "payload_too_large"
+        assert response.headers["x-frame-options"] == "DENY"
