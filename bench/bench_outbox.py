@@ -113,7 +113,7 @@ async def drain_rate(path: Path, port: int) -> tuple[float, int]:
         )
         started = time.perf_counter()
         task = asyncio.create_task(uplink.run())
-        while (await outbox.backlog()).total:
+        while (await outbox.backlog()).unsent:
             await outbox.wait_for_acknowledgement()
         elapsed = time.perf_counter() - started
         task.cancel()

@@ -5,11 +5,13 @@ Two stages, both in one SQLite database (WAL, ``synchronous=FULL``)::
     item     pending payload bodies, one row per observation / assessment / event
        │  form():  one transaction takes items, assigns message id + sequence number, writes the
        ▼           finished MQTT payload and deletes the items
-    message  formed messages waiting for the broker's PUBACK; deleted only by acknowledge()
+    message  formed messages: published_at is set by the broker's success PUBACK (mark_published);
+             the row is deleted only by acknowledge(), when the server's receipt says it is stored
 
-A message is formed once and re-sent byte for byte until acknowledged, so a crash between publish and
-PUBACK causes a retransmission with the same message id, which the server deduplicates. Sequence
-numbers come from a counter stored in the same transaction, so they continue across restarts.
+A message is formed once and re-sent byte for byte until the server confirms it, so a crash between
+publish and PUBACK, or a broker that acknowledged and then crashed before delivering, causes a
+retransmission with the same message id, which the server deduplicates. Sequence numbers come from a
+counter stored in the same transaction, so they continue across restarts.
 
 Drain order: formed messages first (in sequence order), then assessments and events, then observations.
 Observations stored more than ``historical_after_s`` before they are formed are marked ``historical``;
@@ -72,7 +74,8 @@ CREATE TABLE IF NOT EXISTS message (
     payload     BLOB    NOT NULL,
     items       INTEGER NOT NULL,
     oldest_stored_at REAL NOT NULL,
-    formed_at   REAL    NOT NULL
+    formed_at   REAL    NOT NULL,
+    published_at REAL
 );
 CREATE TABLE IF NOT EXISTS counter (
     name        TEXT PRIMARY KEY,
@@ -98,17 +101,25 @@ class FormedMessage:
 @dataclass(frozen=True, slots=True)
 class Backlog:
     messages: int
-    """Formed messages awaiting PUBACK."""
+    """Formed messages the broker has not acknowledged yet."""
     items: int
     """Pending items not yet formed into messages."""
+    awaiting_receipt: int
+    """Messages the broker acknowledged but the server has not yet confirmed storing."""
     oldest_stored_at: float | None
     """Gateway time at which the oldest unsent item was stored (None when empty)."""
     used_bytes: int
     evicted_total: int
 
     @property
-    def total(self) -> int:
+    def unsent(self) -> int:
+        """Items and messages that have not reached the broker."""
         return self.messages + self.items
+
+    @property
+    def total(self) -> int:
+        """Everything not yet confirmed stored by the server."""
+        return self.messages + self.items + self.awaiting_receipt
 
 
 @dataclass(slots=True)
@@ -181,6 +192,9 @@ class Outbox:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")
         await db.executescript(_SCHEMA)
+        columns = {row[1] for row in await (await db.execute("PRAGMA table_info(message)")).fetchall()}
+        if "published_at" not in columns:  # an outbox written by a version without server receipts
+            await db.execute("ALTER TABLE message ADD COLUMN published_at REAL")
         row = await (await db.execute("PRAGMA page_size")).fetchone()
         self._page_size = int(row[0]) if row else 4096
         self._db = db
@@ -351,13 +365,36 @@ class Outbox:
     # -- draining -------------------------------------------------------------------------------------
 
     async def formed(self) -> list[FormedMessage]:
-        """Messages formed earlier and not yet acknowledged, in sequence order (resend these first)."""
+        """Every formed message not yet confirmed, in sequence order (a new connection resends them)."""
+        return await self._messages("")
+
+    async def unpublished(self) -> list[FormedMessage]:
+        """Formed messages the broker has not acknowledged (never sent, refused, or cut off)."""
+        return await self._messages("WHERE published_at IS NULL")
+
+    async def unreceipted(self, *, published_before: float) -> list[FormedMessage]:
+        """Messages the broker acknowledged before ``published_before`` whose receipt has not come."""
+        return await self._messages("WHERE published_at < ?", (published_before,))
+
+    async def _messages(self, where: str, parameters: tuple[float, ...] = ()) -> list[FormedMessage]:
         async with self._lock:
             cursor = await self.db.execute(
-                "SELECT seq, message_id, channel, topic, payload, items FROM message ORDER BY seq"
+                f"SELECT seq, message_id, channel, topic, payload, items FROM message {where} ORDER BY seq",
+                parameters,
             )
             rows = await cursor.fetchall()
         return [FormedMessage(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
+
+    async def mark_published(self, seqs: Sequence[int]) -> None:
+        """The broker acknowledged these messages; keep them until the server's receipt."""
+        if not seqs:
+            return
+        now = self.options.clock()
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE message SET published_at = ? WHERE seq = ?", [(now, s) for s in seqs]
+            )
+        self._acknowledged.set()
 
     async def form(self, *, max_messages: int = 16) -> list[FormedMessage]:
         """Turn pending items into up to ``max_messages`` messages, durably, and return them."""
@@ -436,7 +473,8 @@ class Outbox:
         )
 
     async def acknowledge(self, seqs: Sequence[int]) -> None:
-        """The broker acknowledged these messages: forget them (one transaction)."""
+        """These messages are safe (the server's receipt, or the broker's PUBACK when receipts are off):
+        forget them, in one transaction. Unknown sequence numbers are ignored."""
         if not seqs:
             return
         async with self._transaction() as db:
@@ -444,7 +482,7 @@ class Outbox:
         self._acknowledged.set()
 
     async def wait_for_acknowledgement(self) -> None:
-        """Wait until the broker acknowledged something since the last call."""
+        """Wait until a PUBACK or a receipt changed the outbox since the last call."""
         await self._acknowledged.wait()
         self._acknowledged.clear()
 
@@ -457,7 +495,10 @@ class Outbox:
         async with self._lock:
             db = self.db
             messages = await (
-                await db.execute("SELECT count(*), min(oldest_stored_at) FROM message")
+                await db.execute(
+                    "SELECT count(*) FILTER (WHERE published_at IS NULL), min(oldest_stored_at), "
+                    "count(*) FILTER (WHERE published_at IS NOT NULL) FROM message"
+                )
             ).fetchone()
             items = await (await db.execute("SELECT count(*), min(stored_at) FROM item")).fetchone()
             used, evicted = await self._used_bytes(), await self._counter("evicted")
@@ -467,6 +508,7 @@ class Outbox:
         return Backlog(
             messages=int(messages[0]) if messages else 0,
             items=int(items[0]) if items else 0,
+            awaiting_receipt=int(messages[2]) if messages else 0,
             oldest_stored_at=min(oldest) if oldest else None,
             used_bytes=used,
             evicted_total=evicted,

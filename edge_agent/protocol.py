@@ -12,6 +12,7 @@ Topics::
     wardwatch/v1/gw/{gateway_id}/event           device and local-alert events    QoS 1
     wardwatch/v1/gw/{gateway_id}/cmd/{name}      server -> gateway commands       QoS 1
     wardwatch/v1/gw/{gateway_id}/cmd-ack         gateway -> server acknowledgements QoS 1
+    wardwatch/v1/gw/{gateway_id}/receipt         server -> gateway: stored seqs     QoS 1
     wardwatch/v1/cc/alert                        alert lifecycle for the command center
     wardwatch/v1/cc/patient/{patient_id}         per-patient current state (retained)
 
@@ -443,6 +444,16 @@ class CommandAck(WireModel):
     acked_at: UtcDatetime
 
 
+class Receipt(WireModel):
+    """Server → gateway on ``…/receipt``: the messages with these sequence numbers are stored (or were
+    already). The gateway keeps every message until its receipt arrives: a broker that acknowledged a
+    message and then crashed before delivering it cannot lose it."""
+
+    gateway_id: GatewayId
+    seqs: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(min_length=1, max_length=10_000)
+    stored_at: UtcDatetime
+
+
 class AlertEvent(WireModel):
     """Alert lifecycle for the command center, on ``wardwatch/v1/cc/alert``."""
 
@@ -490,6 +501,7 @@ class GatewayChannel(StrEnum):
     EVENT = "event"
     CMD = "cmd"
     CMD_ACK = "cmd-ack"
+    RECEIPT = "receipt"
 
 
 PAYLOAD_FOR_CHANNEL: Final[Mapping[GatewayChannel, type[WireModel]]] = {
@@ -499,6 +511,7 @@ PAYLOAD_FOR_CHANNEL: Final[Mapping[GatewayChannel, type[WireModel]]] = {
     GatewayChannel.EVENT: Event,
     GatewayChannel.CMD: Command,
     GatewayChannel.CMD_ACK: CommandAck,
+    GatewayChannel.RECEIPT: Receipt,
 }
 _ID_CHECK = TypeAdapter(GatewayId)
 _PATIENT_CHECK = TypeAdapter(PatientId)
@@ -638,6 +651,7 @@ SCHEMA_MODELS: Final[tuple[type[WireModel], ...]] = (
     GatewayStatus,
     Command,
     CommandAck,
+    Receipt,
     AlertEvent,
     PatientState,
 )

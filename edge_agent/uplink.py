@@ -5,9 +5,12 @@ Each connection attempt (forever, with capped jittered backoff between them)::
     session = outbox.next_session()          stored before use, so it only ever increases
     CONNECT (clean_start=False, will = retained death for this session)
     publish retained birth, subscribe …/cmd/+
-    TaskGroup: drain   resend formed messages, then form and publish new ones; delete on success PUBACK
+    TaskGroup: drain   resend what is not confirmed, then form and publish new ones; a success PUBACK
+                       marks a message published, the server's receipt deletes it (it is published
+                       again when no receipt comes within receipt_timeout_s)
                beat    retained heartbeat every heartbeat interval
-               commands  decode, apply, acknowledge on …/cmd-ack, then PUBACK the command
+               commands  decode, apply, acknowledge on …/cmd-ack, then PUBACK the command; and
+                         receipts on …/receipt, which delete the stored messages they name
 
 A publish the broker refuses (PUBACK reason >= 0x80) leaves its message in the outbox; the refusal is
 logged, counted, shown in the heartbeat (``last_error``) and retried after ``refused_retry_s``.
@@ -16,6 +19,7 @@ logged, counted, shown in the heartbeat (``last_error``) and retried after ``ref
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -35,6 +39,8 @@ from edge_agent.protocol import (
     DeviceState,
     GatewayChannel,
     GatewayStatus,
+    Receipt,
+    decode,
     decode_gateway_message,
     encode,
     gateway_filter,
@@ -64,6 +70,7 @@ class UplinkState:
     down_since: float | None = None
     """Gateway time since which the uplink has been down (None while connected)."""
     published_messages: int = 0
+    receipted_messages: int = 0
     refused_publishes: int = 0
     last_error: str | None = None
 
@@ -76,6 +83,10 @@ class UplinkOptions:
     window: int = 32
     """Messages published concurrently before waiting for their PUBACKs."""
     refused_retry_s: float = 30.0
+    receipts: bool = True
+    """Keep each message until the server's receipt (end to end), not only until the broker's PUBACK."""
+    receipt_timeout_s: float = 60.0
+    """Publish again a message whose receipt has not come this long after its PUBACK."""
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1, maximum_s=60))
     clock: Callable[[], float] = field(default=time.time)
 
@@ -154,6 +165,8 @@ class Uplink:
             self.state.down_since = None
             await client.publish(status_topic, await self._heartbeat_payload("birth", session), retain=True)
             await client.subscribe(gateway_filter(GatewayChannel.CMD, gateway_id=self.gateway_id))
+            if self.options.receipts:
+                await client.subscribe(gateway_topic(self.gateway_id, GatewayChannel.RECEIPT))
             log.info(
                 "uplink connected (session %d, broker session present: %s)", session, client.session_present
             )
@@ -178,15 +191,23 @@ class Uplink:
             await client.publish(topic, await self._heartbeat_payload("heartbeat", session), retain=True)
 
     async def _drain(self, client: MqttClient) -> None:
+        options = self.options
+        # A new connection first sends everything not yet confirmed, byte for byte: what was formed by an
+        # earlier connection or process, and (with receipts) what a broker acknowledged but may have lost.
+        pending = await self.outbox.formed() if options.receipts else await self.outbox.unpublished()
         while True:
-            # Whatever was formed before (by an earlier connection or process) goes first, byte for byte.
-            pending = await self.outbox.formed() or await self.outbox.form(max_messages=self.options.window)
+            if pending and await self._publish_all(client, pending):
+                await asyncio.sleep(options.refused_retry_s)
+            pending = await self.outbox.unpublished() or await self.outbox.form(max_messages=options.window)
+            if not pending and options.receipts:
+                cutoff = options.clock() - options.receipt_timeout_s
+                pending = await self.outbox.unreceipted(published_before=cutoff)
             if pending:
-                if await self._publish_all(client, pending):
-                    await asyncio.sleep(self.options.refused_retry_s)
                 continue
-            await self.outbox.wait_for_items()
-            await asyncio.sleep(self.options.batch_delay_s)  # let a batch accumulate (time bound)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(options.receipt_timeout_s / 2 if options.receipts else None):
+                    await self.outbox.wait_for_items()
+            await asyncio.sleep(options.batch_delay_s)  # let a batch accumulate (time bound)
 
     async def _publish_all(self, client: MqttClient, messages: list[FormedMessage]) -> int:
         """Publish with up to ``window`` in flight; forget the acknowledged ones. Returns refusals."""
@@ -197,7 +218,10 @@ class Uplink:
                 *(client.publish(m.topic, m.payload, qos=1) for m in chunk), return_exceptions=True
             )
             delivered = [m.seq for m, result in zip(chunk, results, strict=True) if result is None]
-            await self.outbox.acknowledge(delivered)
+            if self.options.receipts:
+                await self.outbox.mark_published(delivered)
+            else:
+                await self.outbox.acknowledge(delivered)
             self.state.published_messages += len(delivered)
             for message, result in zip(chunk, results, strict=True):
                 if isinstance(result, PublishRefused):
@@ -210,8 +234,14 @@ class Uplink:
         return refused
 
     async def _serve_commands(self, client: MqttClient) -> None:
+        """Commands (applied, then acknowledged on cmd-ack) and the server's receipts."""
         ack_topic = gateway_topic(self.gateway_id, GatewayChannel.CMD_ACK)
+        receipt_topic = gateway_topic(self.gateway_id, GatewayChannel.RECEIPT)
         async for message in client.messages():
+            if message.topic == receipt_topic:
+                await self._take_receipt(message.payload)
+                message.ack()
+                continue
             command_id, ok, detail = await self._apply(message.topic, message.payload)
             ack = CommandAck(
                 message_id=new_message_id(),
@@ -223,6 +253,19 @@ class Uplink:
             )
             await client.publish(ack_topic, encode(ack))
             message.ack()
+
+    async def _take_receipt(self, payload: bytes) -> None:
+        try:
+            receipt = decode(Receipt, payload)
+        except ProtocolError as exc:
+            self.state.last_error = f"malformed receipt: {exc}"
+            log.warning("malformed receipt ignored: %s", exc)
+            return
+        if receipt.gateway_id != self.gateway_id:
+            log.warning("receipt for gateway %s ignored", receipt.gateway_id)
+            return
+        await self.outbox.acknowledge(receipt.seqs)
+        self.state.receipted_messages += len(receipt.seqs)
 
     async def _apply(self, topic: str, payload: bytes) -> tuple[uuid.UUID, bool, str]:
         try:

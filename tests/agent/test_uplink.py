@@ -20,6 +20,7 @@ from edge_agent.protocol import (
     GatewayStatus,
     Observation,
     ObservationBatch,
+    Receipt,
     SetSpo2Scale,
     decode,
     decode_gateway_message,
@@ -114,7 +115,7 @@ async def test_broker_outage_loses_nothing_and_keeps_sequence_order(
         running_uplink(broker, outbox, gateway_id),
     ):
         await outbox.put_observations([observation(i) for i in range(0, 500)])
-        while (await outbox.backlog()).total:
+        while (await outbox.backlog()).unsent:
             await outbox.wait_for_acknowledgement()
         broker.stop()  # the broker goes away for a while
         for start in range(500, 3000, 250):
@@ -216,3 +217,42 @@ async def test_commands_are_applied_and_acknowledged_and_garbage_is_refused(
     assert not nack.ok
     assert "rejected" in nack.detail
     assert nack.command_id == command.message_id
+
+
+async def serve_receipts(server: MqttClient, gateway_id: str, received: list[int]) -> None:
+    """A stand-in for the server: stores (remembers) each batch and sends its receipt."""
+    async for message in server.messages():
+        _, batch = decode_gateway_message(message.topic, message.payload)
+        assert isinstance(batch, ObservationBatch)
+        received += [int(o.value) for o in batch.observations]
+        receipt = Receipt(gateway_id=gateway_id, seqs=[batch.seq], stored_at=datetime.now(UTC))
+        await server.publish(gateway_topic(gateway_id, "receipt"), encode(receipt))
+
+
+async def test_messages_stay_until_the_servers_receipt_and_lost_ones_are_sent_again(
+    broker: MosquittoBroker, tmp_path: Path, gateway_id: str
+) -> None:
+    received: list[int] = []
+    async with (
+        Outbox(tmp_path / "outbox.db", gateway_id) as outbox,
+        running_uplink(broker, outbox, gateway_id, receipt_timeout_s=0.5) as uplink,
+    ):
+        await asyncio.wait_for(uplink.connected_event.wait(), 10)
+        # Nobody listens yet: the broker acknowledges and drops these (as a crashed broker would lose them).
+        await outbox.put_observations([observation(i) for i in range(50)])
+        while (await outbox.backlog()).unsent:
+            await outbox.wait_for_acknowledgement()
+        kept = await outbox.backlog()
+        assert kept.awaiting_receipt >= 1
+        assert kept.total == kept.awaiting_receipt
+        async with MqttClient(MqttSettings.from_url(broker.url, client_id=f"srv-{gateway_id}")) as server:
+            await server.subscribe(gateway_topic(gateway_id, "obs"))
+            receipts = asyncio.create_task(serve_receipts(server, gateway_id, received))
+            await outbox.put_observations([observation(i) for i in range(50, 80)])
+            while (await outbox.backlog()).total:
+                await outbox.wait_for_acknowledgement()
+            receipts.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receipts
+    assert sorted(set(received)) == list(range(80))  # the dropped first 50 came again
+    assert uplink.state.receipted_messages >= 2
