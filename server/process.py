@@ -45,8 +45,9 @@ from server import web
 from server.api import ApiSettings, Broadcaster, DatabaseActions, create_app
 from server.engine import BrokerLink, BrokerSettings, EngineSettings, EscalationEngine, WebhookSettings
 from server.escalation import EscalationPolicy
-from server.ingest import Ingestor
+from server.ingest import Ingestor, IngestOutcome
 from server.ingest_mqtt import IngestConsumer
+from server.receipts import ReceiptSender
 from server.settings import ServerSettings
 from server.storage import create_engine, migrate, redacted, session_factory
 
@@ -210,11 +211,21 @@ async def run_worker(
             broadcaster=broadcaster,
         )
         ingestor = Ingestor(sessions, settings.ingest)
+
+        async def publish_receipt(topic: str, payload: bytes) -> None:
+            await link.publish(topic, payload, qos=1)
+
+        receipts = ReceiptSender(publish_receipt)
+
+        async def after_commit(outcome: IngestOutcome) -> None:
+            await escalation.handle_outcome(outcome)
+            await receipts.note(outcome)
+
         consumer = IngestConsumer(
             ingestor,
             settings.broker.mqtt(f"{client_base}-ingest"),
             share_group=settings.ingest.share_group,
-            on_outcome=escalation.handle_outcome,
+            on_outcome=after_commit,
         )
         runtime = ServerRuntime(settings, database, sessions, ingestor, consumer, escalation, link)
         http = _build_http(runtime, broadcaster) if settings.http_enabled else None
@@ -223,6 +234,7 @@ async def run_worker(
                 group.create_task(link.run(), name="broker link"),
                 group.create_task(escalation.run(), name="escalation"),
                 group.create_task(consumer.run(), name="ingest"),
+                group.create_task(receipts.run(), name="receipts"),
             ]
             http_task = group.create_task(http.serve(), name="http") if http is not None else None
             ready = group.create_task(_when_ready(runtime, http, on_ready), name="readiness")
