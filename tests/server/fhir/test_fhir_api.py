@@ -5,17 +5,20 @@ Patient reads by role, $everything, OperationOutcome errors, and FHIR validation
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-from fhir_support import FHIR_JSON, FhirApi, T, validated, vital_reading
+from fhir_support import FHIR_JSON, FhirApi, T, make_fhir_api, validated, vital_reading
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edge_agent import protocol
 from server.fhir import mapping, reads
+from server.ingest import Ingestor
 from server.storage.models import Alert, Patient
 
 T0 = T
@@ -73,6 +76,14 @@ async def seed(api: FhirApi) -> int:
             expected += 1
     await api.ingest(*messages)
     return expected
+
+
+@pytest.fixture
+async def fhir_api(sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor) -> AsyncIterator[FhirApi]:
+    """The FHIR router on the real API app, on each backend (tests/server/conftest.py's databases)."""
+    api = await make_fhir_api(sessions, ingestor)
+    yield api
+    await api.client.aclose()
 
 
 def bundle_of(response: Any) -> dict[str, Any]:
