@@ -279,11 +279,15 @@ def _queue_order(statement: Select[Any]) -> Select[Any]:
     return statement.order_by(rank.desc(), Alert.tier.desc(), Alert.raised_at, Alert.id)
 
 
-async def open_alerts(session: AsyncSession, *, category: str | None = None) -> list[Alert]:
+async def open_alerts(
+    session: AsyncSession, *, category: str | None = None, patient_id: str | None = None
+) -> list[Alert]:
     """Unresolved alerts, most urgent first: priority, then tier, then the oldest."""
     statement = select(Alert).where(Alert.state != "resolved")
     if category is not None:
         statement = statement.where(Alert.category == category)
+    if patient_id is not None:
+        statement = statement.where(Alert.patient_id == patient_id)
     return list((await session.scalars(_queue_order(statement))).all())
 
 

@@ -82,7 +82,7 @@ async def get_patient(request: Request, account: Reader, patient_id: PatientIdPa
             )
         commands = await queries.commands_for_patient(session, patient_id)
         history = await queries.alert_history(session, patient_id=patient_id, limit=50)
-        open_alerts = [item for item in await queries.open_alerts(session) if item.patient_id == patient_id]
+        open_alerts = await queries.open_alerts(session, patient_id=patient_id)
     return schemas.PatientDetail(
         patient=views.patient_summary(row, now, show_identity=may(account.role, Permission.READ_IDENTITY)),
         settings=views.patient_settings(row),
