@@ -23,6 +23,7 @@ ROLE_TOPICS: Final[dict[str, tuple[str, ...]]] = {
         f"read {GATEWAY_ROOT}/+/event",
         f"read {GATEWAY_ROOT}/+/cmd-ack",
         f"write {GATEWAY_ROOT}/+/cmd/+",
+        f"write {GATEWAY_ROOT}/+/receipt",
         f"readwrite {COMMAND_CENTER_ROOT}/#",
     ),
     "command-center": (f"read {COMMAND_CENTER_ROOT}/#",),

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from security_support import GATEWAY_A, GATEWAY_B, SERVER_INGEST, Identity, Pki, client
+from security_support import GATEWAY_A, GATEWAY_B, SERVER_INGEST, SERVER_PUB, Identity, Pki, client
 from support.broker import MosquittoBroker
 from support.devices import ScriptedDevice, reading
 
@@ -20,7 +20,21 @@ from edge_agent.backoff import Backoff
 from edge_agent.config import GatewayConfig
 from edge_agent.mqtt import MqttClient
 from edge_agent.outbox import Outbox
-from edge_agent.protocol import ObservationBatch, decode, gateway_filter, gateway_topic
+from edge_agent.protocol import (
+    Assessment,
+    Command,
+    CommandAck,
+    Event,
+    ObservationBatch,
+    Receipt,
+    SetOxygen,
+    decode,
+    decode_gateway_message,
+    encode,
+    gateway_filter,
+    gateway_topic,
+    new_message_id,
+)
 from edge_agent.service import Agent
 from edge_agent.systemd import Notifier
 from edge_agent.uplink import UplinkOptions
@@ -107,29 +121,59 @@ def feed_vitals(device: ScriptedDevice) -> list[float]:
     return [x for _, x in values]
 
 
-async def collect_observations(server: MqttClient, expected: int) -> list[float]:
+async def collect_observations(server: MqttClient, expected: int) -> tuple[list[float], list[int]]:
+    """Observation values from gateway A until ``expected`` arrived, and the seq of every obs, score and
+    event message seen on the way (what a server would put in its receipt)."""
     values: list[float] = []
+    seqs: list[int] = []
     async with asyncio.timeout(15):
         async for message in server.messages():
-            if message.topic == gateway_topic(GATEWAY_A, "obs"):
-                values += [o.value for o in decode(ObservationBatch, message.payload).observations]
+            where, payload = decode_gateway_message(message.topic, message.payload)
+            assert where.gateway_id == GATEWAY_A
+            if isinstance(payload, ObservationBatch | Assessment | Event):
+                seqs.append(payload.seq)
+            if isinstance(payload, ObservationBatch):
+                values += [o.value for o in payload.observations]
             if len(values) >= expected:
-                return values
+                return values, seqs
     raise AssertionError("subscription ended")
 
 
-async def test_agent_with_its_own_certificate_delivers_observations(
+async def test_agent_with_its_own_certificate_delivers_takes_receipts_and_commands(
     secure_broker: MosquittoBroker, pki: Pki, tmp_path: Path
 ) -> None:
     device = ScriptedDevice("oxi-1", "ble_plx_continuous")
     agent = make_agent(gateway_config(tmp_path, secure_broker, GATEWAY_A, pki[GATEWAY_A]), device)
-    async with client(secure_broker, pki[SERVER_INGEST]) as server:
-        await server.subscribe(f"$share/wardwatch-ingest/{gateway_filter()}")
+    async with (
+        client(secure_broker, pki[SERVER_INGEST]) as ingest,
+        client(secure_broker, pki[SERVER_PUB]) as publisher,
+    ):
+        await ingest.subscribe(f"$share/wardwatch-ingest/{gateway_filter()}")
         async with running(agent):
             assert agent.uplink is not None
             await asyncio.wait_for(agent.uplink.connected_event.wait(), 10)
             sent = feed_vitals(device)
-            received = await collect_observations(server, len(sent))
+            received, seqs = await collect_observations(ingest, len(sent))
+            # The server's receipt and then a command: the agent handles its subscriptions in order, so
+            # the command's acknowledgement arriving proves the receipt was taken first.
+            receipt = Receipt(gateway_id=GATEWAY_A, seqs=seqs, stored_at=datetime.now(UTC))
+            await publisher.publish(gateway_topic(GATEWAY_A, "receipt"), encode(receipt))
+            command = Command(
+                message_id=new_message_id(),
+                gateway_id=GATEWAY_A,
+                patient_id="pt-1",
+                issued_at=datetime.now(UTC),
+                issued_by="nurse-1",
+                body=SetOxygen(command="set_oxygen", on_oxygen=True),
+            )
+            await publisher.publish(gateway_topic(GATEWAY_A, "cmd", "set_oxygen"), encode(command))
+            async with asyncio.timeout(15):
+                async for message in ingest.messages():
+                    if message.topic == gateway_topic(GATEWAY_A, "cmd-ack"):
+                        ack = decode(CommandAck, message.payload)
+                        break
+            assert (ack.command_id, ack.ok) == (command.message_id, True)
+            assert agent.uplink.state.receipted_messages == len(seqs)
             assert agent.uplink.state.refused_publishes == 0
     assert sorted(received) == sorted(sent)
 

@@ -291,3 +291,24 @@ async def test_two_connections_with_one_certificate_cannot_coexist(
         async with asyncio.timeout(10):
             await first.wait_closed()
         assert second.is_connected
+
+
+async def test_receipts_flow_from_the_server_to_their_own_gateway_only(
+    secure_broker: MosquittoBroker, pki: Pki
+) -> None:
+    async with (
+        client(secure_broker, pki[SERVER_PUB]) as server,
+        client(secure_broker, pki[GATEWAY_A]) as gateway_a,
+    ):
+        await gateway_a.subscribe(
+            gateway_topic(GATEWAY_A, "receipt"), "wardwatch/v1/gw/+/receipt", EVERYTHING
+        )
+        # a gateway may not write receipts, its own (forging "stored" to drop its backlog) or another's
+        for gateway in (GATEWAY_A, GATEWAY_B):
+            with pytest.raises(PublishRefused) as refused:
+                await gateway_a.publish(gateway_topic(gateway, "receipt"), b"{}")
+            assert refused.value.reason_code == NOT_AUTHORIZED
+        await server.publish(gateway_topic(GATEWAY_B, "receipt"), b"for b")
+        await server.publish(gateway_topic(GATEWAY_A, "receipt"), b"for a")
+        first = await next_message(gateway_a)
+    assert (first.topic, first.payload) == (gateway_topic(GATEWAY_A, "receipt"), b"for a")

@@ -258,7 +258,7 @@ def test_the_shipped_acl_blocks_are_what_pki_prints() -> None:
     assert patterns == [
         f"pattern write wardwatch/v1/gw/%u/{channel}"
         for channel in ("status", "obs", "score", "event", "cmd-ack")
-    ] + ["pattern read wardwatch/v1/gw/%u/cmd/+"]
+    ] + ["pattern read wardwatch/v1/gw/%u/cmd/+", "pattern read wardwatch/v1/gw/%u/receipt"]
     blocks = "\n".join(settings[len(patterns) :]).split("\nuser ")
     shipped = ["user " + block.removeprefix("user ") + "\n" for block in blocks]
     assert shipped == [
