@@ -266,3 +266,22 @@ def test_the_shipped_acl_blocks_are_what_pki_prints() -> None:
         acl_block("wardwatch-server-1-pub", "server"),
         acl_block("cc-console-1", "command-center"),
     ]
+
+
+def test_the_acl_decides_every_channel_of_the_wire_contract() -> None:
+    """A channel added to edge_agent.protocol must get a direction here and in deploy/mosquitto/acl and
+    server.pki.acl, or the broker silently drops its traffic."""
+    from edge_agent.protocol import GatewayChannel
+
+    from_gateway = {"status", "obs", "score", "event", "cmd-ack"}
+    to_gateway = {"cmd": "cmd/+", "receipt": "receipt"}
+    undecided = {c.value for c in GatewayChannel} - from_gateway - set(to_gateway)
+    assert not undecided, f"new gateway channel(s) {undecided}: add them to the broker ACL"
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl").read_text(encoding="utf-8")
+    server = acl_block("wardwatch-server-1-ingest", "server")
+    for channel in from_gateway:
+        assert f"pattern write wardwatch/v1/gw/%u/{channel}\n" in text
+        assert f"topic read wardwatch/v1/gw/+/{channel}\n" in server
+    for suffix in to_gateway.values():
+        assert f"pattern read wardwatch/v1/gw/%u/{suffix}\n" in text
+        assert f"topic write wardwatch/v1/gw/+/{suffix}\n" in server
