@@ -44,9 +44,9 @@ async def find_patient(session: AsyncSession, fhir_id: str) -> Patient | None:
 
 
 async def _time_groups(
-    session: AsyncSession, statement: Select[Any], time_column: Any, id_column: Any
+    session: AsyncSession, statement: Select[Any], time_column: Any, id_column: Any, batch_rows: int
 ) -> AsyncGenerator[list[Any], None]:
-    """Rows of ``statement`` in (time, id) order, grouped by equal time, read in batches."""
+    """Rows of ``statement`` in (time, id) order, grouped by equal time, read ``batch_rows`` at a time."""
     last: tuple[datetime, int] | None = None
     group: list[Any] = []
     while True:
@@ -56,7 +56,7 @@ async def _time_groups(
                 or_(time_column > last[0], and_(time_column == last[0], id_column > last[1]))
             )
         rows = (
-            await session.scalars(batch_statement.order_by(time_column, id_column).limit(BATCH_ROWS))
+            await session.scalars(batch_statement.order_by(time_column, id_column).limit(batch_rows))
         ).all()
         for row in rows:
             moment = getattr(row, time_column.key)
@@ -64,7 +64,7 @@ async def _time_groups(
                 yield group
                 group = []
             group.append(row)
-        if len(rows) < BATCH_ROWS:
+        if len(rows) < batch_rows:
             break
         last = (getattr(rows[-1], time_column.key), rows[-1].id)
     if group:
@@ -114,11 +114,17 @@ async def observation_page(
     assessments = _windowed(
         select(Assessment).where(Assessment.patient_id == patient_id), Assessment.assessed_at, window
     )
+    # A resource is one to three rows; read a little more than a page needs, at most BATCH_ROWS at once.
+    batch_rows = min(BATCH_ROWS, 3 * count + 8)
     found: list[FhirObservation] = []
     device_keys: dict[str, tuple[str, str]] = {}
     async with (
-        aclosing(_time_groups(session, observations, Observation.measured_at, Observation.id)) as readings,
-        aclosing(_time_groups(session, assessments, Assessment.assessed_at, Assessment.id)) as scores,
+        aclosing(
+            _time_groups(session, observations, Observation.measured_at, Observation.id, batch_rows)
+        ) as readings,
+        aclosing(
+            _time_groups(session, assessments, Assessment.assessed_at, Assessment.id, batch_rows)
+        ) as scores,
     ):
         reading_group: list[Observation] | None = await anext(readings, None) if vitals else None
         score_group: list[Assessment] | None = await anext(scores, None) if include_news2 else None
