@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -27,14 +28,21 @@ BASE = datetime(2026, 1, 1, tzinfo=UTC)
 BURST = 200
 
 
-def index_of(measured_at: datetime) -> int:
-    return round((measured_at - BASE) / timedelta(milliseconds=1))
+def index_of(measured_at: datetime, base: datetime = BASE) -> int:
+    """The device's number of a reading: its measured_at is ``base`` plus that many milliseconds."""
+    return round((measured_at - base) / timedelta(milliseconds=1))
 
 
 class CountingDevice:
-    def __init__(self, device_id: str, ledger: Path) -> None:
+    def __init__(
+        self, device_id: str, ledger: Path, rate: float | None = None, base: datetime = BASE
+    ) -> None:
         self.device_id = device_id
+        self.base = base
         self.ledger = ledger
+        self.pause_s = BURST / rate if rate else 0.02
+        self.stop_file = ledger.with_suffix(".stop")
+        """When this file exists the device stops producing (the agent keeps running and drains)."""
 
     async def readings(self) -> AsyncIterator[Reading | DeviceEvent]:
         text = self.ledger.read_text() if self.ledger.exists() else ""
@@ -42,29 +50,34 @@ class CountingDevice:
         index = int(lines[-1]) + 1 if lines else 0
         yield Connected(self.device_id, "ble_heart_rate", datetime.now(UTC))
         with self.ledger.open("a") as ledger:
-            while True:
+            while not self.stop_file.exists():
                 for _ in range(BURST):
-                    at = BASE + timedelta(milliseconds=index)
+                    at = self.base + timedelta(milliseconds=index)
                     yield Reading(
                         Vital.HEART_RATE, 30 + index % 200, "/min", at, TimeSource.DEVICE, self.device_id
                     )
                     ledger.write(f"{index}\n")  # resumed: the agent has committed reading `index`
                     ledger.flush()
                     index += 1
-                await asyncio.sleep(0.02)  # bursts, not a flood
+                await asyncio.sleep(self.pause_s)  # bursts, not a flood
+            await asyncio.Event().wait()  # stopped producing; stay connected until cancelled
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
     parser.add_argument("--ledger", required=True)
+    parser.add_argument("--rate", type=float, default=None, help="readings per second (default: flat out)")
+    parser.add_argument("--base", default=None, help="ISO time of reading 0 (default 2026-01-01)")
     args = parser.parse_args()
     config = load_config(args.config)
     ledger = Path(args.ledger)
 
     def factory(device: DeviceConfig) -> CountingDevice:
-        return CountingDevice(device.id, ledger)
+        base = datetime.fromisoformat(args.base) if args.base else BASE
+        return CountingDevice(device.id, ledger, args.rate, base)
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     agent = Agent(config, device_factory=factory, notifier=Notifier(address=""))
     print(f"agent pid {os.getpid()}", flush=True)
     asyncio.run(agent.run())
