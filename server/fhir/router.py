@@ -139,6 +139,13 @@ def _check_parameters(request: Request, allowed: frozenset[str]) -> None:
                 expression=name,
                 issue_code="not-supported",
             )
+    accept = request.headers.get("accept", "").lower()
+    if accept and not any(kind in accept for kind in ("json", "*/*", "application/*")):
+        raise FhirError(
+            f"cannot answer in {accept!r}: this server answers application/fhir+json only",
+            issue_code="not-supported",
+            status=406,
+        )
     fmt = _single(request, "_format")
     if fmt is not None and fmt not in _JSON_FORMATS:
         raise InvalidSearchError(

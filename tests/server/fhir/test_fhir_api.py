@@ -379,6 +379,17 @@ async def test_errors_are_operation_outcomes(fhir_api: FhirApi) -> None:
         assert outcome["issue"][0]["expression"] == [expression], url
 
 
+async def test_xml_only_accept_is_406_and_json_accepts_are_served(fhir_api: FhirApi) -> None:
+    await seed(fhir_api)
+    token = {"Authorization": f"Bearer {fhir_api.tokens['integration']}"}
+    xml = await fhir_api.client.get("/fhir/Patient/pt-1", headers={**token, "Accept": "application/fhir+xml"})
+    assert xml.status_code == 406
+    assert xml.json()["issue"][0]["code"] == "not-supported"
+    for accept in ("application/fhir+json", "application/json", "*/*", "application/fhir+xml, */*;q=0.1"):
+        response = await fhir_api.client.get("/fhir/Patient/pt-1", headers={**token, "Accept": accept})
+        assert response.status_code == 200, accept
+
+
 async def test_no_token_or_a_wrong_token_is_refused_with_an_outcome(fhir_api: FhirApi) -> None:
     response = await fhir_api.client.get("/fhir/Observation?patient=pt-1")
     assert response.status_code == 401
