@@ -35,6 +35,11 @@ typecheck: setup
 pytest: setup system-packages
 	$(BIN)/pytest -W error $(PYTEST_ARGS)
 
+# Full-size reliability run and the 30-minute soak (by hand; results go to docs/scaling.md).
+soak: setup system-packages
+	WARDWATCH_RELIABILITY=full $(BIN)/pytest -W error tests/reliability
+	$(BIN)/python bench/soak.py --homes 1000 --minutes 30 --workers 2 --out soak-result.json
+
 schema: setup
 	$(BIN)/wardwatch schema --out docs/schema
 
