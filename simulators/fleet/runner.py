@@ -26,6 +26,7 @@ import json
 import logging
 import random
 import resource
+import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -605,17 +606,76 @@ class SimulatedGateway:
 
 
 class EndToEndProbe:
-    """A subscriber that receives the fleet's sequenced messages and measures publish -> delivery."""
+    """A subscriber that receives the fleet's sequenced messages and measures publish -> delivery.
+
+    It runs on an event loop of its own in a thread of its own. On the fleet's loop, among a thousand
+    sockets, it would read one packet per loop iteration (paho's ``loop_read`` reads one packet per call
+    for a pure subscriber) and fall behind a fleet of a few hundred homes, measuring its own backlog.
+    Shared state: it only adds to ``stats.received``/``received_unmatched``/``e2e`` (read by the fleet's
+    loop as snapshots) and pops from ``registry.first_sent`` (single dict operations, atomic under the GIL).
+    """
 
     def __init__(self, config: FleetConfig, stats: FleetStats, registry: SentRegistry) -> None:
         self.config = config
         self.stats = stats
         self.registry = registry
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        self._stop = threading.Event()
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._thread_task: asyncio.Task[None] | None = None
+        self._notify_delivery = False
+
+    def notify_deliveries(self) -> None:
+        """From now on, set ``stats.delivery`` (on the fleet's loop) at every delivery."""
+        self._notify_delivery = True
 
     async def run(self) -> None:
         """Receive until cancelled. The first connection's failure is raised (the broker is unreachable);
         later losses are noted and the probe reconnects (deliveries while it is away are not measured)."""
+        finished: asyncio.Future[None] = self._loop.create_future()
+
+        def report(error: BaseException | None) -> None:
+            if finished.done():
+                return
+            if error is None:
+                finished.set_result(None)
+            else:
+                finished.set_exception(error)
+
+        def thread_main() -> None:
+            error: BaseException | None = None
+            try:
+                asyncio.run(self._in_thread())
+            except asyncio.CancelledError:
+                pass
+            except BaseException as exc:  # handed to the fleet's loop, raised there
+                error = exc
+            self._loop.call_soon_threadsafe(report, error)
+
+        thread = threading.Thread(target=thread_main, name="fleet-e2e-probe", daemon=True)
+        thread.start()
+        try:
+            await asyncio.shield(finished)
+        except asyncio.CancelledError:
+            self._request_stop()
+            with contextlib.suppress(TimeoutError, MqttError):
+                async with asyncio.timeout(10):
+                    await finished
+            raise
+
+    def _request_stop(self) -> None:
+        self._stop.set()
+        loop, task = self._thread_loop, self._thread_task
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the thread's loop has already closed
+                loop.call_soon_threadsafe(task.cancel)
+
+    async def _in_thread(self) -> None:
+        self._thread_loop = asyncio.get_running_loop()
+        self._thread_task = asyncio.current_task()
+        if self._stop.is_set():
+            return
         backoff = Backoff(initial_s=0.5, maximum_s=10.0)
         while True:
             try:
@@ -627,16 +687,22 @@ class EndToEndProbe:
                 log.info("end-to-end probe: %s", exc)
             await asyncio.sleep(backoff.next_delay())
 
+    def _set_ready(self) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+
     async def _receive(self) -> None:
         settings = self.config.mqtt_settings(f"{self.config.plan.gateway_prefix}-e2e-{uuid.uuid4().hex[:8]}")
         async with MqttClient(settings) as client:
+            # QoS 0: a QoS 1 subscription would put the broker's in-flight window (and the probe's
+            # PUBACKs) between publish and delivery, and measure the probe rather than the path.
             await client.subscribe(
                 gateway_filter(GatewayChannel.OBS),
                 gateway_filter(GatewayChannel.SCORE),
                 gateway_filter(GatewayChannel.EVENT),
+                qos=0,
             )
-            if not self.ready.done():
-                self.ready.set_result(None)
+            self._loop.call_soon_threadsafe(self._set_ready)
             async for message in client.messages():
                 self._take(message.topic, message.payload, time.monotonic())
 
@@ -649,7 +715,8 @@ class EndToEndProbe:
         except (ValueError, KeyError, TypeError):
             return
         self.stats.received += 1
-        self.stats.delivery.set()
+        if self._notify_delivery:
+            self._loop.call_soon_threadsafe(self.stats.delivery.set)
         first_sent = self.registry.first_sent.pop(message_id, None)
         if first_sent is None:
             self.stats.received_unmatched += 1
@@ -745,6 +812,7 @@ class Fleet:
                 await asyncio.gather(*gateway_tasks)
                 if registry is not None:
                     # Deliveries of the last PUBACKed messages may still be on their way to the probe.
+                    probe.notify_deliveries()
                     await self._await_deliveries(registry)
                     probe_task.cancel()
         except* FleetError as group_error:
