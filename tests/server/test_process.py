@@ -224,3 +224,31 @@ async def test_demo_runs_for_its_duration_stores_observations_and_exits_cleanly(
     assert stored >= int(summary.group(2))  # batches in flight at the summary are stored before the exit
     assert patients == {"demo-pt-01", "demo-pt-02"}
     assert not list((state_dir / "mosquitto").glob("*.pid"))
+
+
+async def test_server_check_names_the_file_key_and_problem(tmp_path: Path) -> None:
+    good = tmp_path / "server.toml"
+    good.write_text(
+        'worker_id = "w1"\n[broker]\nurl = "mqtt://127.0.0.1:1883"\n'
+        '[[webhooks]]\nname = "pager"\nurl = "https://pager.example/hook"\nsecret = "0123456789abcdef0123"\n'
+        "[escalation]\nsnooze_max_s = 1800\n",
+        encoding="utf-8",
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[broker]\nurl = "http://broker:1883"\n', encoding="utf-8")
+    for path, expected_status, expected_text in (
+        (good, 0, "OK: worker w1, broker mqtt://127.0.0.1:1883, 1 webhook(s)"),
+        (bad, 2, f"{bad}: broker: Value error, broker.url must start with mqtt:// or mqtts://"),
+    ):
+        process = await asyncio.create_subprocess_exec(
+            WARDWATCH,
+            "server",
+            "check",
+            "--config",
+            str(path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        assert process.returncode == expected_status
+        assert expected_text in output.decode()
