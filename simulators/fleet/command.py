@@ -134,11 +134,27 @@ async def run_fleet(
     return summary, status
 
 
+def _check_writable(option: str, path: Path | None) -> None:
+    """Fail before the run, not after a half-hour soak, when an output file cannot be written."""
+    if path is None:
+        return
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FleetError(f"{option} {path}: the directory {directory} does not exist")
+    if path.is_dir() or not os.access(path if path.exists() else directory, os.W_OK):
+        raise FleetError(f"{option} {path}: cannot write there")
+
+
 def _run(args: argparse.Namespace) -> int:
     prog = "wardwatch sim fleet"
     try:
         if args.progress_interval <= 0:
             raise FleetError("--progress-interval must be > 0 s")
+        for option, path in (
+            ("--json-summary", args.json_summary),
+            ("--progress-jsonl", args.progress_jsonl),
+        ):
+            _check_writable(option, path)
         config = config_from_args(args)
     except (FleetError, TrafficError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
