@@ -114,6 +114,11 @@ class FleetConfig:
         if self.session is not None and self.session < 1:
             raise FleetError("--session must be >= 1")
         self.mqtt_settings("probe")  # validates the URL and TLS combination now
+        if self.tls is not None:
+            try:
+                self.tls.context()  # … and that the TLS files can be used, before any connection
+            except ConnectFailed as exc:
+                raise FleetError(str(exc)) from None
 
     @property
     def broker_display(self) -> str:

@@ -479,6 +479,15 @@ def test_cli_unwritable_summary_is_a_usage_error_before_the_run(tmp_path: Path) 
     assert "--json-summary" in result.stderr and "does not exist" in result.stderr
 
 
+def test_cli_unusable_tls_files_are_a_usage_error(tmp_path: Path) -> None:
+    result = _cli(
+        "--homes", "1", "--broker", "mqtts://127.0.0.1:1", "--duration", "1",
+        "--tls-ca", str(tmp_path / "no-such-ca.pem"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no-such-ca.pem" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_numpy_is_not_seeded_globally() -> None:
     """The plan never touches numpy's or random's global state (other code may rely on it)."""
     state = np.random.get_state()[1].copy()  # type: ignore[index]
