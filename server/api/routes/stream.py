@@ -16,12 +16,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy import select
 
 from server.api import schemas
 from server.api.context import ApiContext, ApiError
-from server.api.events import CLOSED
+from server.api.events import CLOSED, LiveEvent
+from server.api.routes.common import reading
 from server.api.security import authenticate, client_address, context_of, require
-from server.auth import Account, Permission, may
+from server.auth import Account, ApiToken, Permission, may
 
 router = APIRouter(tags=["events"])
 Reader = Annotated[Account, Depends(require(Permission.READ))]
@@ -33,7 +35,14 @@ async def event_ticket(request: Request, account: Reader) -> schemas.EventTicket
     return schemas.EventTicket(ticket=context.tickets.issue(account), expires_in_s=context.tickets.lifetime_s)
 
 
-async def _stream(context: ApiContext) -> AsyncIterator[str]:
+async def _token_active(context: ApiContext, key_id: str) -> bool:
+    async with reading(context) as session:
+        revoked = await session.execute(select(ApiToken.revoked_at).where(ApiToken.key_id == key_id))
+        row = revoked.first()
+    return row is not None and row.revoked_at is None
+
+
+async def _stream(context: ApiContext, account: Account) -> AsyncIterator[str]:
     keepalive = context.settings.events_keepalive_s
     async with context.broadcaster.subscribe() as subscription:
         yield "retry: 3000\n: connected\n\n"
@@ -41,6 +50,10 @@ async def _stream(context: ApiContext) -> AsyncIterator[str]:
             try:
                 event = await asyncio.wait_for(subscription.next(), keepalive)
             except TimeoutError:
+                # A long-lived stream must not outlive its token: check at every idle interval.
+                if not await _token_active(context, account.key_id):
+                    yield LiveEvent(0, CLOSED, {"reason": "token revoked"}).to_sse()
+                    return
                 yield ": keepalive\n\n"
                 continue
             yield event.to_sse()
@@ -82,7 +95,7 @@ async def events(
     if not may(account.role, Permission.READ):
         raise ApiError(403, "forbidden", f"role {account.role} may not read")
     return StreamingResponse(
-        _stream(context),
+        _stream(context, account),
         media_type="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )

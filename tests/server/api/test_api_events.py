@@ -13,7 +13,7 @@ import uvicorn
 from conftest import SQLITE_ONLY, Api, make_api
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.api import Broadcaster
+from server.api import ApiSettings, Broadcaster
 from server.api.events import CLOSED, RESYNC
 from server.ingest import Ingestor
 
@@ -39,7 +39,7 @@ async def _until_connected(lines: AsyncIterator[str]) -> None:
 async def served(
     sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor
 ) -> AsyncIterator[tuple[Api, str]]:
-    api, close = await make_api(sessions, ingestor)
+    api, close = await make_api(sessions, ingestor, settings=ApiSettings(events_keepalive_s=0.2))
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)  # connections queue here until uvicorn accepts them: no start-up race
@@ -79,6 +79,22 @@ async def test_stream_delivers_published_events_with_header_auth(served: tuple[A
         assert await _next_event(lines) == ("patient", {"patient_id": "pt-1", "risk": "medium"})
         api.broadcaster.close()
         assert await _next_event(lines) == (CLOSED, {})
+
+
+@SQLITE_ONLY
+async def test_stream_ends_when_its_token_is_revoked(served: tuple[Api, str]) -> None:
+    api, url = served
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        client.stream("GET", "/api/v1/events", headers=api.auth("viewer")) as response,
+    ):
+        lines = response.aiter_lines()
+        await _until_connected(lines)
+        key_id = api.tokens["viewer"].split("_")[1]
+        revoked = await client.delete(f"/api/v1/tokens/{key_id}", headers=api.auth("admin"))
+        assert revoked.status_code == 204
+
+        assert await _next_event(lines) == (CLOSED, {"reason": "token revoked"})
 
 
 @SQLITE_ONLY
