@@ -338,3 +338,43 @@ async def test_probe_off_readings_raise_and_a_clean_reading_clears_the_alarm(
     back_on = _oximeter_batch(gateway_id, 2, clock.now, probe_off=False)
     await engine.handle_outcome(await ingest(ingestor, back_on, clock.now))
     assert await scalar(sessions, "SELECT state FROM alerts") == "resolved"
+
+
+async def test_outbox_eviction_and_local_alert_events_reach_the_policy(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    clock, publisher = FakeClock(), RecordingPublisher()
+    engine = make_engine(sessions, clock, publisher)
+
+    def event(seq: int, detail: protocol.OutboxEviction | protocol.LocalAlert) -> protocol.Event:
+        return protocol.Event(
+            message_id=protocol.new_message_id(),
+            gateway_id=gateway_id,
+            seq=seq,
+            sent_at=clock.now,
+            occurred_at=clock.now,
+            detail=detail,
+        )
+
+    eviction = protocol.OutboxEviction(
+        kind="outbox_eviction",
+        evicted_observations=120,
+        oldest_evicted_at=clock.now - timedelta(hours=30),
+        newest_evicted_at=clock.now - timedelta(hours=29),
+    )
+    for seq in (0, 1):
+        await engine.handle_outcome(await ingest(ingestor, event(seq, eviction), clock.now))
+    local = protocol.LocalAlert(
+        kind="local_alert", patient_id="pt-local", risk=protocol.Risk.HIGH, total=9, uplink_down_s=600
+    )
+    await engine.handle_outcome(await ingest(ingestor, event(2, local), clock.now))
+
+    alerts = await rows(
+        sessions, "SELECT category, condition, subject, priority FROM alerts ORDER BY raised_at, id"
+    )
+    assert {tuple(alert) for alert in alerts} == {
+        ("technical", "outbox_eviction", f"gateway:{gateway_id}", "medium"),
+        ("clinical", "news2", "pt-local", "high"),
+    }
+    actions = [row.action for row in await rows(sessions, "SELECT action FROM alert_events ORDER BY id")]
+    assert actions == ["raised", "updated", "raised"]  # the second eviction updates the open alarm
