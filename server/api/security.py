@@ -165,8 +165,8 @@ SECURITY_HEADERS: Final = (
 
 class SecurityHeaders:
     """Pure ASGI middleware (it does not buffer, so event streams flow): security headers on every
-    response, and ``Cache-Control: no-store`` on the API and health routes (health data must not sit in
-    a browser or proxy cache)."""
+    response, and ``Cache-Control: no-store`` on everything but ``/static/`` assets (health data must
+    not sit in a browser or proxy cache)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -176,7 +176,9 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        no_store = path.startswith("/api/") or path in ("/healthz", "/readyz")
+        # Everything the app serves may carry health data (API, FHIR, the page's data): never cached,
+        # except the page's static assets.
+        no_store = not path.startswith("/static/")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
