@@ -230,10 +230,10 @@ async def run_worker(
         runtime = ServerRuntime(settings, database, sessions, ingestor, consumer, escalation, link)
         http = _build_http(runtime, broadcaster) if settings.http_enabled else None
         async with asyncio.TaskGroup() as group:
+            ingest = group.create_task(consumer.run(), name="ingest")
             background = [
                 group.create_task(link.run(), name="broker link"),
                 group.create_task(escalation.run(), name="escalation"),
-                group.create_task(consumer.run(), name="ingest"),
                 group.create_task(receipts.run(), name="receipts"),
             ]
             http_task = group.create_task(http.serve(), name="http") if http is not None else None
@@ -244,6 +244,11 @@ async def run_worker(
             if http is not None and http_task is not None:
                 http.should_exit = True
                 await http_task
+            # Ingest first (what it has not stored is not acknowledged and comes back), then let the
+            # decisions for what it did store finish, then the engine's loops and the broker link.
+            ingest.cancel()
+            await asyncio.wait([ingest])
+            await escalation.drain()
             for task in background:
                 task.cancel()
         logger.info("worker %s stopped", settings.worker_id)

@@ -175,6 +175,7 @@ class EscalationEngine:
         self._pending = _Pending()
         self._deferred: deque[PolicyInput] = deque()
         self._deferred_wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
         self.changes_seen = asyncio.Condition()
         """Notified after every committed decision that changed an alert (tests wait on it)."""
 
@@ -201,21 +202,40 @@ class EscalationEngine:
             item = ObservationsReceived(batch=message)
         else:
             return  # command acknowledgements do not concern the policy
+        # The decision runs in a task of its own: if ingest is cancelled (shutdown) while it runs, the
+        # decision still completes (ingest has committed the message; its redelivery would be a duplicate
+        # the engine never sees). drain() waits for these at shutdown.
+        decision = asyncio.create_task(
+            self._submit_stored(item, outcome.topic), name=f"escalate {outcome.topic}"
+        )
+        self._inflight.add(decision)
+        decision.add_done_callback(self._inflight.discard)
+        await asyncio.shield(decision)
+
+    async def _submit_stored(self, item: PolicyInput, topic: str) -> None:
+        """Submit an input whose message is stored; never raises (failures are deferred or logged)."""
         try:
             await self.submit(item)
         except Exception as exc:
             if not _retryable(exc):
                 self.counters.inputs_failed += 1
-                logger.exception("escalation of a message on %.200r failed on a server bug", outcome.topic)
+                logger.exception("escalation of a message on %.200r failed on a server bug", topic)
                 return
             # Stored but not yet escalated: keep it and retry until the database is back.
             self.counters.inputs_deferred += 1
             self._deferred.append(item)
             self._deferred_wake.set()
-            logger.error(
-                "database unavailable; escalation of a message on %.200r deferred: %s", outcome.topic, exc
-            )
+            logger.error("database unavailable; escalation of a message on %.200r deferred: %s", topic, exc)
         self._state_wake.set()
+
+    async def drain(self, timeout_s: float = 10.0) -> int:
+        """Wait (bounded) for decisions still running for stored messages; return how many were left."""
+        if not self._inflight:
+            return 0
+        _, pending = await asyncio.wait(set(self._inflight), timeout=timeout_s)
+        if pending:
+            logger.error("%d escalation decisions still running at shutdown", len(pending))
+        return len(pending)
 
     async def run_deferred(self) -> None:
         """Retry inputs whose escalation failed on database trouble, oldest first, until cancelled."""

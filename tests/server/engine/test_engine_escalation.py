@@ -17,7 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from edge_agent import protocol
 from server.engine import EngineSettings, EscalationEngine
 from server.engine.tables import EscalationSubject
-from server.escalation import ActionRefusedError, AlertNotOpenError, EscalationPolicy, Role
+from server.escalation import (
+    ActionRefusedError,
+    AlertChange,
+    AlertNotOpenError,
+    EscalationPolicy,
+    PolicyInput,
+    Role,
+)
 from server.ingest import Ingestor
 from server.storage import create_engine, session_factory
 from server.storage.models import Alert
@@ -378,3 +385,30 @@ async def test_outbox_eviction_and_local_alert_events_reach_the_policy(
     }
     actions = [row.action for row in await rows(sessions, "SELECT action FROM alert_events ORDER BY id")]
     assert actions == ["raised", "updated", "raised"]  # the second eviction updates the open alarm
+
+
+async def test_a_decision_for_a_stored_message_completes_when_ingest_is_cancelled(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    clock, publisher = FakeClock(), RecordingPublisher()
+    engine = make_engine(sessions, clock, publisher)
+    outcome = await ingest(
+        ingestor, news2_assessment(gateway_id, 0, patient_id="pt-shutdown", assessed_at=clock.now), clock.now
+    )
+    real_decide = engine._decide
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_decide(subject: str, item: PolicyInput) -> list[AlertChange]:
+        entered.set()
+        await release.wait()
+        return await real_decide(subject, item)
+
+    engine._decide = slow_decide  # type: ignore[method-assign]
+    hook = asyncio.create_task(engine.handle_outcome(outcome))
+    await entered.wait()
+    hook.cancel()  # the worker is shutting down: ingest is cancelled mid-hook
+    with pytest.raises(asyncio.CancelledError):
+        await hook
+    release.set()
+    assert await engine.drain(timeout_s=10) == 0
+    assert await scalar(sessions, "SELECT priority FROM alerts WHERE patient_id = 'pt-shutdown'") == "high"
