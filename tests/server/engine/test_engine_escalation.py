@@ -412,3 +412,23 @@ async def test_a_decision_for_a_stored_message_completes_when_ingest_is_cancelle
     release.set()
     assert await engine.drain(timeout_s=10) == 0
     assert await scalar(sessions, "SELECT priority FROM alerts WHERE patient_id = 'pt-shutdown'") == "high"
+
+
+async def test_catch_up_escalates_what_was_stored_but_never_escalated(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    """A worker died between ingest's commit and the engine: the next worker's start-up finds the input."""
+    clock, publisher = FakeClock(), RecordingPublisher()
+    birth = gateway_status(gateway_id, "birth", sent_at=clock.now)
+    await ingest(ingestor, birth, clock.now)
+    await ingest(
+        ingestor, news2_assessment(gateway_id, 0, patient_id="pt-lost", assessed_at=clock.now), clock.now
+    )
+    assert await scalar(sessions, "SELECT count(*) FROM alerts") == 0
+
+    clock.advance(30)
+    engine = make_engine(sessions, clock, publisher)
+    assert await engine.catch_up() == 2  # the gateway's status and the patient's newest assessment
+    assert await scalar(sessions, "SELECT priority FROM alerts WHERE patient_id = 'pt-lost'") == "high"
+    assert await engine.catch_up() == 2
+    assert await scalar(sessions, "SELECT count(*) FROM alert_events") == 1  # offered again: nothing new
