@@ -21,10 +21,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from server_support import rows, scalar
 from support.broker import MosquittoBroker, free_port
 
 from edge_agent import protocol
 from edge_agent.mqtt import Message, MqttClient, MqttSettings
+from server.escalation.config import PRIORITIES
+from server.storage import create_engine, session_factory
 
 WARDWATCH = str(Path(sys.executable).parent / "wardwatch")
 
@@ -252,3 +255,112 @@ async def test_server_check_names_the_file_key_and_problem(tmp_path: Path) -> No
         output, _ = await process.communicate()
         assert process.returncode == expected_status
         assert expected_text in output.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_two_worker_processes_on_postgresql_share_ingest_and_fire_each_escalation_once(
+    broker_factory: Callable[..., MosquittoBroker], database_url: str, tmp_path: Path, gateway_id: str
+) -> None:
+    broker = broker_factory()
+    patients = [f"pt-shared-{index}" for index in range(8)]
+    workers: list[asyncio.subprocess.Process] = []
+    logs: list[list[str]] = []
+    drains: list[asyncio.Task[None]] = []
+    try:
+        for name in ("wa", "wb"):
+            env = {
+                **os.environ,
+                "WARDWATCH_SERVER_STATE_DIR": str(tmp_path / name),
+                "WARDWATCH_SERVER_DATABASE__URL": database_url,
+                "WARDWATCH_SERVER_BROKER__URL": broker.url,
+                "WARDWATCH_SERVER_WORKER_ID": name,
+                "WARDWATCH_SERVER_INGEST__SHARE_GROUP": "wardwatch-test",
+                "WARDWATCH_SERVER_HTTP_ENABLED": "false",
+                "WARDWATCH_SERVER_ENGINE__TIMER_POLL_S": "0.2",
+                "WARDWATCH_SERVER_ESCALATION__ACK_TIMEOUT_S": json.dumps(dict.fromkeys(PRIORITIES, 1)),
+            }
+            process = await asyncio.create_subprocess_exec(
+                WARDWATCH, "server", env=env, stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+            assert process.stderr is not None
+            log: list[str] = []
+            async with asyncio.timeout(30):
+                await _wait_for_line(process.stderr, rf"worker {name} ready", log)
+            workers.append(process)
+            logs.append(log)
+            drains.append(asyncio.create_task(_drain(process.stderr, log)))
+
+        async with _client(broker, "gw") as gateway:
+            now = datetime.now(UTC)
+            birth = protocol.GatewayStatus(
+                gateway_id=gateway_id,
+                state="birth",
+                session=1,
+                sent_at=now,
+                software_version="test",
+                heartbeat_interval_s=600,
+            )
+            await gateway.publish(protocol.gateway_topic(gateway_id, "status"), protocol.encode(birth), qos=1)
+            components: dict[str, int | None] = dict.fromkeys(protocol.NEWS2_PARAMETERS, 0)
+            components.update(respiration=3, spo2=3, pulse=2)
+            for seq, patient_id in enumerate(patients):
+                high = protocol.Assessment(
+                    message_id=protocol.new_message_id(),
+                    gateway_id=gateway_id,
+                    seq=seq,
+                    sent_at=now,
+                    patient_id=patient_id,
+                    assessed_at=now,
+                    total=8,
+                    components=components,
+                    risk=protocol.Risk.HIGH,
+                    complete=True,
+                    input_ages_s={},
+                    spo2_scale=1,
+                    on_oxygen=False,
+                    consciousness=protocol.Consciousness.ALERT,
+                )
+                await gateway.publish(
+                    protocol.gateway_topic(gateway_id, "score"), protocol.encode(high), qos=1
+                )
+
+        engine = create_engine(database_url)
+        sessions = session_factory(engine)
+        try:
+            escalated = "SELECT count(*) FROM alert_events WHERE action = 'escalated'"
+            async with asyncio.timeout(30):
+                # Two processes commit independently: the database is the one place to watch.
+                while await scalar(sessions, escalated) < 2 * len(patients):  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+            for process in workers:
+                process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                statuses = [await process.wait() for process in workers]
+            events = await rows(
+                sessions, "SELECT alert_id, action, tier, detail FROM alert_events ORDER BY id"
+            )
+            stored = await scalar(sessions, "SELECT count(*) FROM assessments")
+        finally:
+            await engine.dispose()
+    finally:
+        for process in workers:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        for task in drains:
+            task.cancel()
+    assert statuses == [0, 0], "".join(logs[0][-20:] + logs[1][-20:])
+    assert stored == len(patients)
+    raised = [event for event in events if event.action == "raised"]
+    assert len(raised) == len(patients)  # one alert per patient, however the messages were split
+    timer_fired = [
+        (event.alert_id, event.detail["due_at"]) for event in events if "due_at" in (event.detail or {})
+    ]
+    assert len(timer_fired) == len(set(timer_fired))  # no due time fired twice
+    tiers: dict[object, list[int]] = {}
+    for event in events:
+        if event.action == "escalated":
+            tiers.setdefault(event.alert_id, []).append(event.tier)
+    assert all(sequence == [3, 4] for sequence in tiers.values()) and len(tiers) == len(patients)
+    assert max(float(event.detail["late_s"]) for event in events if "late_s" in (event.detail or {})) < 5
