@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import ssl
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -168,6 +169,7 @@ class Message:
 
 
 _SUCCESS_PUBACK = frozenset({0x00, 0x10})
+_PACKETS_PER_READ = 256
 
 
 class MqttClient:
@@ -452,7 +454,22 @@ class MqttClient:
     def _attach_socket(self, fd: int) -> None:
         assert self._loop is not None
         self._fd = fd
-        self._loop.add_reader(fd, self._paho.loop_read)
+        self._loop.add_reader(fd, self._read_ready)
+
+    def _read_ready(self) -> None:
+        """Read what the socket has: paho's loop_read() takes one packet per call, so a busy subscriber
+        would otherwise get one message per event-loop turn. Bounded, so other tasks still run."""
+        for _ in range(_PACKETS_PER_READ):
+            if self._paho.loop_read() != paho.MQTT_ERR_SUCCESS:
+                return
+            sock = self._paho.socket()
+            if sock is None:
+                return
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                continue  # decrypted bytes wait in the TLS layer; select() cannot see them
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return
 
     def _on_socket_close(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
         self._in_loop(self._detach_socket)

@@ -11,7 +11,7 @@ import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,9 +19,16 @@ from support.broker import MosquittoBroker
 from support.crash_agent import index_of
 
 from edge_agent.mqtt import MqttClient, MqttSettings
-from edge_agent.protocol import ObservationBatch, decode_gateway_message, gateway_filter
+from edge_agent.protocol import (
+    ObservationBatch,
+    Receipt,
+    decode_gateway_message,
+    encode,
+    gateway_filter,
+    gateway_topic,
+)
 
-KILLS = 20
+KILLS = int(os.environ.get("WARDWATCH_TEST_KILLS", "20"))
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
@@ -32,12 +39,29 @@ class Ledger:
         self.message_ids: set[str] = set()
         self.indices: Counter[int] = Counter()
         self.changed = asyncio.Event()
+        self.to_receipt: dict[str, set[int]] = {}
+        self.receipt_due = asyncio.Event()
+
+    async def send_receipts(self, client: MqttClient) -> None:
+        while True:
+            await self.receipt_due.wait()
+            self.receipt_due.clear()
+            pending, self.to_receipt = self.to_receipt, {}
+            for gateway_id, seqs in pending.items():
+                receipt = Receipt(gateway_id=gateway_id, seqs=sorted(seqs), stored_at=datetime.now(UTC))
+                await client.publish(gateway_topic(gateway_id, "receipt"), encode(receipt))
+            await asyncio.sleep(0.2)  # batch the receipts of what arrives meanwhile
 
     async def collect(self, client: MqttClient) -> None:
         async for message in client.messages():
             _, batch = decode_gateway_message(message.topic, message.payload)
             message.ack()
-            if not isinstance(batch, ObservationBatch) or str(batch.message_id) in self.message_ids:
+            if not isinstance(batch, ObservationBatch):
+                continue
+            # stand in for the server: confirm what is "stored" (batched, as the real one does)
+            self.to_receipt.setdefault(batch.gateway_id, set()).add(batch.seq)
+            self.receipt_due.set()
+            if str(batch.message_id) in self.message_ids:
                 continue
             self.message_ids.add(str(batch.message_id))
             self.indices.update(index_of(o.measured_at) for o in batch.observations)
@@ -93,6 +117,7 @@ async def test_kill_9_during_bursts_loses_nothing(
     async with MqttClient(settings) as collector, asyncio.TaskGroup() as tasks:
         await collector.subscribe(gateway_filter("obs", gateway_id=gateway_id))
         collecting = tasks.create_task(ledger.collect(collector), name="ledger")
+        receipting = tasks.create_task(ledger.send_receipts(collector), name="receipts")
         for kill in range(KILLS + 1):
             process = await asyncio.create_subprocess_exec(
                 *command, env=environment, stdout=asyncio.subprocess.DEVNULL
@@ -109,6 +134,7 @@ async def test_kill_9_during_bursts_loses_nothing(
                 process.send_signal(signal.SIGKILL)
             assert await process.wait() in (-signal.SIGKILL, 0, -signal.SIGTERM)
         collecting.cancel()
+        receipting.cancel()
     sent = handed_over(ledger_file)
     # The last incarnation was stopped (SIGTERM) while its device still produced: what it took after the
     # collector caught up is still in its outbox, to be sent by the next start. Nothing may be elsewhere.
