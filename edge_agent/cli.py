@@ -65,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # aiosqlite logs SQL parameters at DEBUG, which can include a patient's display name on the server.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLevelName(args.log_level)))
     run: Callable[[argparse.Namespace], int] = args.run
     return run(args)
 

@@ -483,10 +483,10 @@ def register_token_command(server_subparsers: argparse._SubParsersAction[argpars
 
 
 async def _with_sessions(config: Path | None, job: Callable[[async_sessionmaker[AsyncSession]], Any]) -> Any:
-    from server.settings import ServerSettings
+    from server.process import WorkerSettings  # the same file `wardwatch server --config` reads
     from server.storage import create_engine, migrate, session_factory
 
-    settings = ServerSettings.load(config)
+    settings = WorkerSettings.load(config)
     engine = create_engine(settings.database_url)
     try:
         if settings.database.migrate_on_start:

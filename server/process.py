@@ -223,7 +223,7 @@ async def run_worker(
 
         consumer = IngestConsumer(
             ingestor,
-            settings.broker.mqtt(f"{client_base}-ingest"),
+            settings.broker.mqtt(f"{client_base}-ingest", connection="ingest"),
             share_group=settings.ingest.share_group,
             on_outcome=after_commit,
         )
@@ -242,6 +242,7 @@ async def run_worker(
             logger.info("worker %s stopping", settings.worker_id)
             ready.cancel()
             if http is not None and http_task is not None:
+                broadcaster.close()  # ends open event streams, or uvicorn would wait for them forever
                 http.should_exit = True
                 await http_task
             # Ingest first (what it has not stored is not acknowledged and comes back), then let the

@@ -32,6 +32,7 @@ from server.api.routes import admin, alerts, equipment, health, metrics, patient
 from server.api.security import BodyLimit, SecurityHeaders
 from server.api.settings import ApiSettings
 from server.auth import DEFAULT_KDF, ScryptParameters, SignInLimiter, TokenVerifier
+from server.fhir import fhir_router
 from server.storage.errors import StorageUnavailable
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ def create_app(
     for router in (patients.router, alerts.router, equipment.router, admin.router, stream.router):
         app.include_router(router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(health.router)
+    app.include_router(fhir_router())
     app.include_router(
         metrics.router, responses={k: v for k, v in _ERRORS.items() if k in (401, 403, 429, 503)}
     )

@@ -23,7 +23,7 @@ In ``server.toml``::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
 
@@ -45,7 +45,13 @@ class BrokerSettings(_Section):
     password: SecretStr | None = None
     ca_file: Path | None = None
     cert_file: Path | None = None
+    """Certificate of the publishing connection (CN ``<client id>-pub``, e.g. ``wardwatch-server-1-pub``)."""
     key_file: Path | None = None
+    ingest_cert_file: Path | None = None
+    """Certificate of the ingest connection (CN ``<client id>-ingest``). A broker that maps the certificate
+    CN to the client id (deploy/mosquitto) needs one per connection: two connections with one identity
+    would evict each other. Defaults to ``cert_file``/``key_file`` when unset."""
+    ingest_key_file: Path | None = None
 
     @model_validator(mode="after")
     def _tls_matches_scheme(self) -> Self:
@@ -57,10 +63,15 @@ class BrokerSettings(_Section):
             raise ValueError("broker.ca_file is set but broker.url is plain mqtt://; use mqtts://")
         return self
 
-    def mqtt(self, client_id: str, **options: object) -> MqttSettings:
+    def mqtt(
+        self, client_id: str, *, connection: Literal["publish", "ingest"] = "publish", **options: object
+    ) -> MqttSettings:
         tls = None
         if self.ca_file is not None:
-            tls = TlsFiles(ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
+            cert, key = self.cert_file, self.key_file
+            if connection == "ingest" and self.ingest_cert_file is not None:
+                cert, key = self.ingest_cert_file, self.ingest_key_file
+            tls = TlsFiles(ca_file=self.ca_file, cert_file=cert, key_file=key)
         return MqttSettings.from_url(
             self.url,
             client_id=client_id,
