@@ -31,7 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edge_agent.backoff import Backoff
 from server.escalation import EscalationPolicy
+from simulators.clock import SimClock
 
 if TYPE_CHECKING:
     from server.process import ServerRuntime
@@ -53,7 +54,6 @@ SCENARIO_MIX: Final = ("sepsis", "stable", "copd", "battery_drain", "bleed", "di
 START_HOUR: Final = {"sepsis": 15.0}
 """Where in its course a scenario starts (hours), so the demo shows deterioration within minutes."""
 MOSQUITTO_CANDIDATES: Final = ("mosquitto", "/usr/sbin/mosquitto")
-MIN_TIMEOUT_S: Final = 5.0
 
 
 class DemoError(Exception):
@@ -113,24 +113,6 @@ def _run(args: argparse.Namespace) -> int:
     except DemoError as exc:
         print(f"wardwatch demo: {exc}", file=sys.stderr)
         return 1
-
-
-def demo_policy(speed: float) -> EscalationPolicy:
-    """The default policy with acknowledgement and re-notify timeouts divided by ``speed``."""
-    base = EscalationPolicy()
-    if speed <= 1:
-        return base
-
-    def scaled(table: Mapping[Any, float]) -> dict[str, float]:
-        return {key: max(MIN_TIMEOUT_S, value / speed) for key, value in table.items()}
-
-    return EscalationPolicy.model_validate(
-        {
-            **base.model_dump(),
-            "ack_timeout_s": scaled(base.ack_timeout_s),
-            "renotify_after_s": scaled(base.renotify_after_s),
-        }
-    )
 
 
 def _prepare_state_dir(state_dir: Path) -> None:
@@ -252,7 +234,7 @@ async def _api_token(sessions: async_sessionmaker[AsyncSession], given: str | No
     return given
 
 
-async def _run_homes(broker_url: str, state_dir: Path, homes: int, speed: float) -> None:
+async def _run_homes(broker_url: str, state_dir: Path, homes: int, clock: SimClock) -> None:
     from simulators.home import home_config, run_home
 
     outboxes = state_dir / "gateways"
@@ -276,7 +258,7 @@ async def _run_homes(broker_url: str, state_dir: Path, homes: int, speed: float)
                         config,
                         scenario=scenario,
                         seed=index + 1,
-                        speed=speed,
+                        clock=clock,
                         start_h=START_HOUR.get(scenario, 0.0),
                     ),
                     gateway_id,
@@ -354,13 +336,17 @@ async def run_demo(
                 broker=BrokerSettings(url=url),
                 ingest={"share_group": None},
                 engine=EngineSettings(catch_up_hours=1),
-                escalation=demo_policy(speed),
+                escalation=EscalationPolicy(),  # its timeouts run on the simulated clock below
                 api={"host": "127.0.0.1", "port": http_port},
                 log_format="text",
             )
+            # One simulated clock for the server and every home, so ages, staleness and escalation
+            # timeouts agree however fast the patients' time runs.
+            clock = SimClock.starting_now(speed=speed)
             ready: asyncio.Future[ServerRuntime] = loop.create_future()
             server = asyncio.create_task(
-                run_worker(settings, stop=server_stop, on_ready=ready.set_result), name="demo server"
+                run_worker(settings, stop=server_stop, on_ready=ready.set_result, clock=clock.now),
+                name="demo server",
             )
             homes_task: asyncio.Task[None] | None = None
             try:
@@ -371,6 +357,7 @@ async def run_demo(
                 base = f"http://127.0.0.1:{runtime.http_port}"
                 print(
                     f"\nWardWatch demo running: {homes} simulated home(s) at {speed:g}x speed, broker {url}\n"
+                    f"  page:     {base}/   (sign in with the token below)\n"
                     f"  API:      {base}/api/v1/patients   (OpenAPI: {base}/api/v1/openapi.json)\n"
                     f"  token:    {token}   (role nurse; send as 'Authorization: Bearer <token>')\n"
                     f"  try:      curl -H 'Authorization: Bearer {token}' {base}/api/v1/alerts\n"
@@ -378,7 +365,7 @@ async def run_demo(
                     f"Ctrl-C stops everything.\n",
                     flush=True,
                 )
-                homes_task = asyncio.create_task(_run_homes(url, state_dir, homes, speed), name="demo homes")
+                homes_task = asyncio.create_task(_run_homes(url, state_dir, homes, clock), name="demo homes")
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(duration_s):
                         await _until_stopped(interrupted, server, homes_task)

@@ -34,6 +34,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,7 +46,7 @@ from server import web
 from server.api import ApiSettings, Broadcaster, DatabaseActions, create_app
 from server.engine import BrokerLink, BrokerSettings, EngineSettings, EscalationEngine, WebhookSettings
 from server.escalation import EscalationPolicy
-from server.ingest import Ingestor, IngestOutcome
+from server.ingest import Ingestor, IngestOutcome, utc_now
 from server.ingest_mqtt import IngestConsumer
 from server.receipts import ReceiptSender
 from server.settings import ServerSettings
@@ -147,7 +148,9 @@ class ServerRuntime:
     """The port the REST API listens on (None when it is not served)."""
 
 
-def _build_http(runtime: ServerRuntime, broadcaster: Broadcaster) -> uvicorn.Server:
+def _build_http(
+    runtime: ServerRuntime, broadcaster: Broadcaster, clock: Callable[[], datetime]
+) -> uvicorn.Server:
     """A uvicorn server for the REST API, with the engine behind its alert actions."""
     settings = runtime.settings
 
@@ -161,6 +164,7 @@ def _build_http(runtime: ServerRuntime, broadcaster: Broadcaster) -> uvicorn.Ser
         actions=actions,
         publisher=broadcaster,
         ingest_counters=runtime.ingestor.counters.snapshot,
+        clock=clock,
     )
     web.mount(app)  # the command-center page at / and its trend data
 
@@ -185,8 +189,10 @@ async def run_worker(
     *,
     stop: asyncio.Event,
     on_ready: Callable[[ServerRuntime], None] | None = None,
+    clock: Callable[[], datetime] = utc_now,
 ) -> None:
-    """Run one worker until ``stop`` is set."""
+    """Run one worker until ``stop`` is set. ``clock`` is the time ingest, escalation and the API live in
+    (a simulated clock when homes run faster than real time, as in ``wardwatch demo --speed``)."""
     database = create_engine(
         settings.database_url,
         pool_size=settings.database.pool_size,
@@ -209,13 +215,14 @@ async def run_worker(
             webhooks=settings.webhooks,
             worker_id=settings.worker_id,
             broadcaster=broadcaster,
+            clock=clock,
         )
-        ingestor = Ingestor(sessions, settings.ingest)
+        ingestor = Ingestor(sessions, settings.ingest, clock=clock)
 
         async def publish_receipt(topic: str, payload: bytes) -> None:
             await link.publish(topic, payload, qos=1)
 
-        receipts = ReceiptSender(publish_receipt)
+        receipts = ReceiptSender(publish_receipt, clock=clock)
 
         async def after_commit(outcome: IngestOutcome) -> None:
             await escalation.handle_outcome(outcome)
@@ -228,7 +235,7 @@ async def run_worker(
             on_outcome=after_commit,
         )
         runtime = ServerRuntime(settings, database, sessions, ingestor, consumer, escalation, link)
-        http = _build_http(runtime, broadcaster) if settings.http_enabled else None
+        http = _build_http(runtime, broadcaster, clock) if settings.http_enabled else None
         async with asyncio.TaskGroup() as group:
             ingest = group.create_task(consumer.run(), name="ingest")
             background = [
