@@ -120,19 +120,27 @@ async def test_kill_9_during_bursts_loses_nothing(
         receipting = tasks.create_task(ledger.send_receipts(collector), name="receipts")
         for kill in range(KILLS + 1):
             process = await asyncio.create_subprocess_exec(
-                *command, env=environment, stdout=asyncio.subprocess.DEVNULL
+                *command,
+                env=environment,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
             )
-            seen = sum(ledger.indices.values())
-            # let this incarnation deliver something, so the kill lands mid-stream
-            async with asyncio.timeout(60):
-                await ledger.wait_for(lambda seen=seen: sum(ledger.indices.values()) > seen + 300)
-            if kill == KILLS:
+            try:
+                seen = sum(ledger.indices.values())
+                # let this incarnation deliver something, so the kill lands mid-stream
                 async with asyncio.timeout(60):
-                    await ledger.wait_for(lambda: handed_over(ledger_file) <= set(ledger.indices))
-                process.send_signal(signal.SIGTERM)
-            else:
-                process.send_signal(signal.SIGKILL)
-            assert await process.wait() in (-signal.SIGKILL, 0, -signal.SIGTERM)
+                    await ledger.wait_for(lambda seen=seen: sum(ledger.indices.values()) > seen + 300)
+                if kill == KILLS:
+                    async with asyncio.timeout(60):
+                        await ledger.wait_for(lambda: handed_over(ledger_file) <= set(ledger.indices))
+                    process.send_signal(signal.SIGTERM)
+                else:
+                    process.send_signal(signal.SIGKILL)
+                assert await process.wait() in (-signal.SIGKILL, 0, -signal.SIGTERM)
+            finally:
+                if process.returncode is None:  # a failed wait must not leave the agent running
+                    process.kill()
+                    await process.wait()
         collecting.cancel()
         receipting.cancel()
     sent = handed_over(ledger_file)
