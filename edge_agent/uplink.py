@@ -202,6 +202,14 @@ class Uplink:
             if not pending and options.receipts:
                 cutoff = options.clock() - options.receipt_timeout_s
                 pending = await self.outbox.unreceipted(published_before=cutoff)
+                if pending:
+                    log.info(
+                        "no receipt for %d messages (seq %d..%d) within %.0f s: publishing them again",
+                        len(pending),
+                        pending[0].seq,
+                        pending[-1].seq,
+                        options.receipt_timeout_s,
+                    )
             if pending:
                 continue
             with contextlib.suppress(TimeoutError):

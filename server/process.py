@@ -225,8 +225,8 @@ async def run_worker(
         receipts = ReceiptSender(publish_receipt, clock=clock)
 
         async def after_commit(outcome: IngestOutcome) -> None:
+            await receipts.note(outcome)  # stored is stored, whatever the escalation makes of it
             await escalation.handle_outcome(outcome)
-            await receipts.note(outcome)
 
         consumer = IngestConsumer(
             ingestor,

@@ -160,7 +160,8 @@ def create_app(
     for router in (patients.router, alerts.router, equipment.router, admin.router, stream.router):
         app.include_router(router, prefix=API_PREFIX, responses=_ERRORS)
     app.include_router(health.router)
-    app.include_router(fhir_router())
+    # FHIR describes itself (CapabilityStatement at /fhir/metadata), not in this OpenAPI document.
+    app.include_router(fhir_router(), include_in_schema=False)
     app.include_router(
         metrics.router, responses={k: v for k, v in _ERRORS.items() if k in (401, 403, 429, 503)}
     )
