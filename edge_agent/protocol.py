@@ -13,8 +13,8 @@ Topics::
     wardwatch/v1/gw/{gateway_id}/cmd/{name}      server -> gateway commands       QoS 1
     wardwatch/v1/gw/{gateway_id}/cmd-ack         gateway -> server acknowledgements QoS 1
     wardwatch/v1/gw/{gateway_id}/receipt         server -> gateway: stored seqs     QoS 1
-    wardwatch/v1/cc/alert                        alert lifecycle for the command center
-    wardwatch/v1/cc/patient/{patient_id}         per-patient current state (retained)
+    wardwatch/v1/cc/alerts                        alert lifecycle for the command center
+    wardwatch/v1/cc/patients/{patient_id}/state         per-patient current state (retained)
 
 Every payload model is strict: unknown fields are rejected (so a ``name`` or ``mrn`` can never ride
 along), values are range-checked, timestamps must carry a UTC offset and are normalised to UTC.
@@ -455,7 +455,7 @@ class Receipt(WireModel):
 
 
 class AlertEvent(WireModel):
-    """Alert lifecycle for the command center, on ``wardwatch/v1/cc/alert``."""
+    """Alert lifecycle for the command center, on ``wardwatch/v1/cc/alerts``."""
 
     message_id: MessageId
     alert_id: uuid.UUID
@@ -474,7 +474,7 @@ class AlertEvent(WireModel):
 
 
 class PatientState(WireModel):
-    """Retained on ``wardwatch/v1/cc/patient/{patient_id}``: the patient's current picture."""
+    """Retained on ``wardwatch/v1/cc/patients/{patient_id}/state``: the patient's current picture."""
 
     patient_id: PatientId
     gateway_id: GatewayId
@@ -582,7 +582,7 @@ def parse_gateway_topic(topic: str) -> GatewayTopic:
     return GatewayTopic(gateway_id, channel)
 
 
-CC_ALERT_TOPIC: Final = f"{COMMAND_CENTER_ROOT}/alert"
+CC_ALERT_TOPIC: Final = f"{COMMAND_CENTER_ROOT}/alerts"
 
 
 def cc_patient_topic(patient_id: str) -> str:
@@ -590,7 +590,7 @@ def cc_patient_topic(patient_id: str) -> str:
         _PATIENT_CHECK.validate_python(patient_id)
     except ValidationError:
         raise ProtocolError(f"patient id {patient_id!r} is not a valid pseudonym") from None
-    return f"{COMMAND_CENTER_ROOT}/patient/{patient_id}"
+    return f"{COMMAND_CENTER_ROOT}/patients/{patient_id}/state"
 
 
 # --------------------------------------------------------------------------------------------------

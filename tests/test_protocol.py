@@ -123,8 +123,8 @@ def test_filters_and_command_center_topics() -> None:
     assert gateway_filter("obs") == "wardwatch/v1/gw/+/obs"
     assert gateway_filter() == "wardwatch/v1/gw/+/#"
     assert gateway_filter("cmd", gateway_id="gw-1") == "wardwatch/v1/gw/gw-1/cmd/+"
-    assert CC_ALERT_TOPIC == "wardwatch/v1/cc/alert"
-    assert cc_patient_topic("pt-1") == "wardwatch/v1/cc/patient/pt-1"
+    assert CC_ALERT_TOPIC == "wardwatch/v1/cc/alerts"
+    assert cc_patient_topic("pt-1") == "wardwatch/v1/cc/patients/pt-1/state"
     with pytest.raises(ProtocolError):
         cc_patient_topic("pt/1")
 

@@ -12,7 +12,7 @@ Inputs reach it three ways, and every one goes through :meth:`EscalationEngine.s
 For each input, in ONE transaction: lock the subject's state row, ``decide``, write the new state (and
 its next due time), mirror the alerts into ``alerts``, append every change to ``alert_events`` (the
 audit log) and queue one delivery per sink. After the commit the delivery loop (:meth:`run_deliveries`)
-publishes each AlertEvent to ``wardwatch/v1/cc/alert`` (QoS 1) and POSTs it to every webhook, recording
+publishes each AlertEvent to ``wardwatch/v1/cc/alerts`` (QoS 1) and POSTs it to every webhook, recording
 the outcome, and the patient's ``PatientState`` is published, retained. The database is the source of
 truth: a worker that dies after the commit leaves pending deliveries that another worker sends.
 

@@ -112,4 +112,4 @@ class EngineSettings(_Section):
     window are offered to the policy again (it ignores what it already applied), so an input whose
     process died between storing and escalating is not lost."""
     publish_patient_state: bool = True
-    """Publish each patient's PatientState, retained, on wardwatch/v1/cc/patient/{id}."""
+    """Publish each patient's PatientState, retained, on wardwatch/v1/cc/patients/{id}/state."""

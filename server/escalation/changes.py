@@ -1,7 +1,7 @@
 """What the policy decides: alert changes (the audit records) and their wire form.
 
 Each :class:`AlertChange` is one state change of one alert: exactly what the audit log appends and what
-the command center is told on ``wardwatch/v1/cc/alert``. :func:`to_alert_event` turns it into the wire
+the command center is told on ``wardwatch/v1/cc/alerts``. :func:`to_alert_event` turns it into the wire
 contract's :class:`~edge_agent.protocol.AlertEvent`; the message id is the caller's (the policy draws no
 random numbers).
 """

@@ -345,7 +345,7 @@ class AlertEventRecord(Base):
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     message_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
-    """The id of the AlertEvent published on wardwatch/v1/cc/alert for this action."""
+    """The id of the AlertEvent published on wardwatch/v1/cc/alerts for this action."""
     alert_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("alerts.id"))
     action: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str | None] = mapped_column(String(64))

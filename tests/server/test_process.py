@@ -1,7 +1,7 @@
 """``wardwatch server`` and ``wardwatch demo`` as real processes, against a real Mosquitto.
 
-The worker: gateway traffic in over MQTT, the alert out on ``wardwatch/v1/cc/alert`` and the patient's
-state retained on ``wardwatch/v1/cc/patient/{id}``, the REST API answering, SIGTERM ending it cleanly.
+The worker: gateway traffic in over MQTT, the alert out on ``wardwatch/v1/cc/alerts`` and the patient's
+state retained on ``wardwatch/v1/cc/patients/{id}/state``, the REST API answering, SIGTERM ending it cleanly.
 The demo: its own Mosquitto, server and simulated homes for 15 s, observations stored, exit 0.
 """
 
