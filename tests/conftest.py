@@ -14,9 +14,11 @@ settings.register_profile(
 settings.load_profile("default")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    """One plain loopback Mosquitto shared by the session; tests isolate by topic prefix / gateway id."""
+    """A plain loopback Mosquitto per test module; tests within it isolate by topic prefix / gateway id.
+    (Per module, not per session: retained statuses and offline persistent sessions left by one module's
+    tests must not slow down or feed another's.)"""
     instance = MosquittoBroker(workdir=tmp_path_factory.mktemp("mosquitto"))
     instance.start()
     yield instance
