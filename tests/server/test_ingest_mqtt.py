@@ -147,6 +147,7 @@ async def test_message_not_stored_is_not_acknowledged_and_comes_back(
     assert await scalar(sessions, "SELECT count(DISTINCT message_id) FROM observations") == 6
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # only this backend has it
 async def test_two_workers_share_the_subscription(
     broker: MosquittoBroker,
     database_url: str,
@@ -154,8 +155,6 @@ async def test_two_workers_share_the_subscription(
     gateway_id: str,
     backend: str,
 ) -> None:
-    if backend == "sqlite":
-        pytest.skip("several workers is the PostgreSQL deployment")
     from server.storage import create_engine, session_factory
 
     engines = [create_engine(database_url) for _ in range(2)]

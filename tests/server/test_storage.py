@@ -275,12 +275,11 @@ async def test_retention_none_keeps_forever(
     assert await scalar(sessions, "SELECT count(*) FROM observations") == 2
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # only this backend has it
 async def test_sqlite_reader_does_not_hold_the_write_lock(
     database_url: str, backend: str, gateway_id: str
 ) -> None:
     """A read-only session left open never blocks ingest; an open write transaction would (busy timeout)."""
-    if backend != "sqlite":
-        pytest.skip("SQLite locking")
     from server.settings import IngestSettings
     from server.storage import StorageUnavailable
     from server.storage.engine import READ_ONLY, session_factory

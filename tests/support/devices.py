@@ -7,21 +7,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from drivers.reading import Reading, TimeSource, Vital
+from drivers.reading import UNITS, Reading, TimeSource, Vital
 from drivers.transport import Connected, DeviceEvent
 
 
 def reading(
     vital: Vital, value: float, at: datetime, device_id: str = "dev-1", quality: frozenset[str] = frozenset()
 ) -> Reading:
-    units = {
-        Vital.HEART_RATE: "/min",
-        Vital.RESPIRATORY_RATE: "/min",
-        Vital.SPO2: "%",
-        Vital.SYSTOLIC_BP: "mm[Hg]",
-        Vital.BODY_TEMPERATURE: "Cel",
-    }
-    return Reading(vital, value, units[vital], at, TimeSource.DEVICE, device_id, quality)
+    return Reading(vital, value, UNITS[vital], at, TimeSource.DEVICE, device_id, quality)
 
 
 @dataclass
