@@ -62,6 +62,9 @@ class BrokerConfig(_Section):
     """``mqtts://host:8883``: TLS with this gateway's client certificate."""
     keepalive_s: int = Field(default=30, ge=5, le=600)
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    protocol_version: Literal["5", "3.1.1"] = "5"
+    """MQTT 5; "3.1.1" only for a broker without MQTT 5 (the demo's embedded amqtt): no PUBACK reason
+    codes, and how long the broker keeps the session is its own setting."""
 
     @field_validator("url")
     @classmethod

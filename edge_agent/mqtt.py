@@ -10,6 +10,12 @@ reason code, so a publish the broker refused (0x87 not authorized, 0x97 quota ex
 delivered. Here :meth:`MqttClient.publish` raises :class:`PublishRefused` for every failure reason code
 (>= 0x80), and resolves only for success codes (0x00 success, 0x10 no matching subscribers).
 
+MQTT 3.1.1 (``MqttSettings(protocol_version="3.1.1")``) is there for brokers that speak nothing newer, such
+as the demo's embedded amqtt: no properties are sent, a PUBACK carries no reason code (so every PUBACK is a
+success), a refused subscription is the SUBACK return code 0x80, and the session is persistent
+(``clean_session=False``) exactly when MQTT 5 would keep one: ``clean_start=False`` and a non-zero
+``session_expiry_s``. How long the broker keeps it is then the broker's own setting.
+
 Incoming messages can be acknowledged manually (``manual_ack=True``): the PUBACK is sent only when the
 consumer calls :meth:`Message.ack`, i.e. after it has durably stored the message.
 
@@ -34,7 +40,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
@@ -114,6 +120,10 @@ class Will:
     retain: bool = True
 
 
+MqttVersion = Literal["5", "3.1.1"]
+"""The MQTT protocol versions the adapter speaks: 5 everywhere, 3.1.1 for brokers without MQTT 5."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MqttSettings:
     host: str
@@ -132,6 +142,13 @@ class MqttSettings:
     """Most unacknowledged QoS 1 messages the broker may have in flight to us (back-pressure)."""
     max_inflight: int = 100
     connect_timeout_s: float = 10.0
+    protocol_version: MqttVersion = "5"
+    """MQTT 5, or 3.1.1 for a broker without MQTT 5 (see the module docstring for what changes)."""
+
+    @property
+    def persistent_session(self) -> bool:
+        """Whether the broker keeps this client's session after a disconnect (3.1.1: clean_session=False)."""
+        return not self.clean_start and self.session_expiry_s > 0
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MqttSettings:
@@ -173,15 +190,17 @@ _PACKETS_PER_READ = 256
 
 
 class MqttClient:
-    """One MQTT 5 connection. ``async with MqttClient(settings) as client: ...``."""
+    """One MQTT 5 (or 3.1.1) connection. ``async with MqttClient(settings) as client: ...``."""
 
     def __init__(self, settings: MqttSettings) -> None:
         self.settings = settings
+        self._v5 = settings.protocol_version == "5"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paho = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
-            protocol=paho.MQTTv5,
+            protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
+            clean_session=None if self._v5 else not settings.persistent_session,
             manual_ack=settings.manual_ack,
         )
         self._connected: asyncio.Future[None] | None = None
@@ -226,9 +245,11 @@ class MqttClient:
         self._connected = self._loop.create_future()
         self._closed = asyncio.Event()
         settings = self.settings
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = settings.session_expiry_s
-        properties.ReceiveMaximum = settings.receive_maximum
+        properties: Properties | None = None
+        if self._v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = settings.session_expiry_s
+            properties.ReceiveMaximum = settings.receive_maximum
         try:
             async with asyncio.timeout(settings.connect_timeout_s):
                 # paho's connect() opens the TCP socket and does the TLS handshake synchronously.
@@ -245,8 +266,11 @@ class MqttClient:
             raise
         return self
 
-    def _blocking_connect(self, properties: Properties) -> None:
+    def _blocking_connect(self, properties: Properties | None) -> None:
         settings = self.settings
+        if not self._v5:  # clean_session was given to paho.Client; 3.1.1 has no properties
+            self._paho.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
+            return
         self._paho.connect(
             settings.host,
             settings.port,
@@ -318,8 +342,13 @@ class MqttClient:
     async def subscribe(self, *topic_filters: str, qos: int = 1) -> None:
         self._ensure_open()
         assert self._loop is not None
-        options = SubscribeOptions(qos=qos)
-        result, mid = self._paho.subscribe([(topic_filter, options) for topic_filter in topic_filters])
+        # paho takes SubscribeOptions under MQTT 5 and a plain QoS under 3.1.1 (whose SUBACK 0x80 it reports
+        # as a failure reason code, so the check below holds for both).
+        if self._v5:
+            options = SubscribeOptions(qos=qos)
+            result, mid = self._paho.subscribe([(topic_filter, options) for topic_filter in topic_filters])
+        else:
+            result, mid = self._paho.subscribe([(topic_filter, qos) for topic_filter in topic_filters])
         if result != paho.MQTT_ERR_SUCCESS or mid is None:
             raise ConnectionLost(f"subscribe failed: {paho.error_string(result)}")
         future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()

@@ -126,6 +126,7 @@ class Agent:
             tls=tls,
             keepalive_s=broker.keepalive_s,
             session_expiry_s=broker.session_expiry_s,
+            protocol_version=broker.protocol_version,
             will=will,
             manual_ack=True,
         )

@@ -27,7 +27,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
 
-from edge_agent.mqtt import MqttSettings, TlsFiles
+from edge_agent.mqtt import MqttSettings, MqttVersion, TlsFiles
 
 
 class _Section(BaseModel):
@@ -52,6 +52,9 @@ class BrokerSettings(_Section):
     CN to the client id (deploy/mosquitto) needs one per connection: two connections with one identity
     would evict each other. Defaults to ``cert_file``/``key_file`` when unset."""
     ingest_key_file: Path | None = None
+    protocol_version: MqttVersion = "5"
+    """MQTT 5; "3.1.1" only for a broker without MQTT 5 (the demo's embedded amqtt), which also needs
+    ``ingest.share_group`` unset if the broker has no shared subscriptions."""
 
     @model_validator(mode="after")
     def _tls_matches_scheme(self) -> Self:
@@ -78,6 +81,7 @@ class BrokerSettings(_Section):
             tls=tls,
             username=self.username,
             password=self.password.get_secret_value() if self.password else None,
+            protocol_version=self.protocol_version,
             **options,
         )
 

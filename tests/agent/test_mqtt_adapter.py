@@ -120,3 +120,80 @@ async def test_broker_death_fails_pending_work_and_fires_the_will(
         message = await asyncio.wait_for(anext(aiter(watcher.messages())), 10)
         assert message.payload == b"dead"
         await dying.__aexit__(None, None, None)
+
+
+# -- MQTT 3.1.1 (brokers without MQTT 5, such as the demo's embedded amqtt) -------------------------------
+
+
+def _connection_line(broker: MosquittoBroker, client_id: str) -> str:
+    """Mosquitto's log line for the client's newest connection: ``(p<protocol>, c<clean>, k<keepalive>)``,
+    where p2 is MQTT 3.1.1 and p5 is MQTT 5."""
+    lines = [line for line in broker.log_text().splitlines() if f" as {client_id} (" in line]
+    assert lines, f"mosquitto logged no connection of {client_id}"
+    return lines[-1]
+
+
+async def test_mqtt311_persistent_session_redelivers_what_was_not_acknowledged(
+    broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    consumer_id = f"v311-consumer-{topic_prefix[-12:]}"
+    consumer = settings(broker, consumer_id, manual_ack=True, clean_start=False, protocol_version="3.1.1")
+    producer = settings(broker, f"v311-producer-{topic_prefix[-12:]}", protocol_version="3.1.1")
+    async with MqttClient(consumer) as sub:
+        assert not sub.session_present
+        await sub.subscribe(f"{topic_prefix}/data")
+        async with MqttClient(producer) as pub:
+            await pub.publish(f"{topic_prefix}/data", b"precious")  # PUBACK without a reason code
+        first = await anext(aiter(sub.messages()))
+        assert first.payload == b"precious"
+    assert "(p2, c0, k30" in _connection_line(broker, consumer_id)  # 3.1.1, clean_session=False
+    async with MqttClient(consumer) as again:
+        assert again.session_present
+        redelivered = await anext(aiter(again.messages()))
+        assert redelivered.payload == b"precious"
+        redelivered.ack()
+    async with MqttClient(consumer) as third:
+        async with MqttClient(producer) as pub:
+            await pub.publish(f"{topic_prefix}/data", b"next")
+        following = await anext(aiter(third.messages()))
+        assert following.payload == b"next"  # the acknowledged message did not come back
+        following.ack()
+
+
+@pytest.mark.parametrize(
+    ("options", "persistent"),
+    [
+        ({"clean_start": True}, False),
+        ({"clean_start": False, "session_expiry_s": 0}, False),  # MQTT 5 would end it at the disconnect
+        ({"clean_start": False}, True),
+    ],
+)
+async def test_mqtt311_clean_session_follows_the_mqtt5_session_settings(
+    broker: MosquittoBroker, topic_prefix: str, options: dict[str, object], persistent: bool
+) -> None:
+    client_id = f"v311-clean-{topic_prefix[-12:]}"
+    client_settings = settings(broker, client_id, protocol_version="3.1.1", **options)
+    assert client_settings.persistent_session is persistent
+    async with MqttClient(client_settings) as client:
+        await client.subscribe(f"{topic_prefix}/x")
+    async with MqttClient(client_settings) as client:
+        assert client.session_present is persistent
+    assert f"(p2, c{0 if persistent else 1}, k30" in _connection_line(broker, client_id)
+
+
+async def test_mqtt311_retained_will_fires_when_the_connection_drops(
+    broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    will_topic = f"{topic_prefix}/status"
+    will = Will(topic=will_topic, payload=b"dead", qos=1, retain=True)
+    suffix = topic_prefix[-8:]
+    dying = MqttClient(settings(broker, f"v311-dying-{suffix}", will=will, protocol_version="3.1.1"))
+    await dying.__aenter__()
+    dying._paho.socket().shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]  # a crash: no DISCONNECT
+    await dying.wait_closed()
+    await dying.__aexit__(None, None, None)
+    # retained: a client that subscribes afterwards still gets it
+    async with MqttClient(settings(broker, f"v311-late-{suffix}", protocol_version="3.1.1")) as late:
+        await late.subscribe(will_topic)
+        message = await asyncio.wait_for(anext(aiter(late.messages())), 10)
+    assert (message.payload, message.retain) == (b"dead", True)
