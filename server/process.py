@@ -230,7 +230,11 @@ async def run_worker(
 
         consumer = IngestConsumer(
             ingestor,
-            settings.broker.mqtt(f"{client_base}-ingest", connection="ingest"),
+            settings.broker.mqtt(
+                f"{client_base}-ingest",
+                connection="ingest",
+                session_expiry_s=settings.ingest.session_expiry_s,
+            ),
             share_group=settings.ingest.share_group,
             on_outcome=after_commit,
         )

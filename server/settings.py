@@ -84,6 +84,13 @@ class IngestSettings(_Section):
     storage_attempts: int = Field(default=3, ge=1, le=20)
     """Attempts at a transaction that failed on a lock, deadlock or lost connection before giving up
     (the message is then not acknowledged, so the broker delivers it again)."""
+    session_expiry_s: int = Field(default=60, ge=0, le=24 * 3600)
+    """How long the broker keeps a worker's ingest session (its subscriptions, its unacknowledged and
+    queued messages) after the worker disconnects. A restarted worker that is back within this time gets
+    them at once. A shared subscription keeps handing a disconnected worker its share of the traffic
+    until the session expires, so a long expiry lets a worker that is gone for good hold messages that
+    the others could store: after expiry the gateways' receipt timeout sends those again (nothing is
+    lost either way; this bounds the delay to about expiry + the gateways' receipt_timeout_s)."""
 
 
 class RetentionSettings(_Section):

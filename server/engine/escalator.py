@@ -675,9 +675,21 @@ class EscalationEngine:
             logger.info("escalation caught up with %d stored inputs", len(inputs))
         return len(inputs)
 
+    async def catch_up_until_done(self, retry_s: float = 1.0) -> int:
+        """:meth:`catch_up`, retried while the database is unavailable (a worker that starts while the
+        database restarts must not exit: its ingest session would keep its share of the traffic)."""
+        while True:
+            try:
+                return await self.catch_up()
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                logger.error("escalation catch-up: database unavailable, retrying in %g s: %s", retry_s, exc)
+            await asyncio.sleep(retry_s)
+
     async def run(self) -> None:
         """Catch up, then run the timer, delivery and patient-state loops until cancelled."""
-        await self.catch_up()
+        await self.catch_up_until_done()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.run_timers(), name=f"escalation timers {self.worker_id}")

@@ -59,10 +59,15 @@ class Proc:
     command: list[str]
     env: dict[str, str]
     log: list[str] = field(default_factory=list)
+    log_file: Path | None = None
+    """Where every line the process writes to stderr is kept too (all its runs), for reading a failure."""
     process: asyncio.subprocess.Process | None = None
     reader: asyncio.Task[None] | None = None
+    killed: bool = False
+    """Killed by the test (and not started again since): its exit is expected."""
 
     async def start(self, ready: str | None = None, limit_s: float = 60) -> None:
+        self.killed = False
         self.process = await asyncio.create_subprocess_exec(
             *self.command,
             env=self.env,
@@ -74,11 +79,18 @@ class Proc:
 
         async def read() -> None:
             assert self.process is not None and self.process.stderr is not None
-            while line := await self.process.stderr.readline():
-                text = line.decode(errors="replace")
-                self.log.append(text)
-                if ready is not None and ready in text:
-                    seen.set()
+            kept = self.log_file.open("a") if self.log_file is not None else None
+            try:
+                while line := await self.process.stderr.readline():
+                    text = line.decode(errors="replace")
+                    self.log.append(text)
+                    if kept is not None:
+                        kept.write(text)
+                    if ready is not None and ready in text:
+                        seen.set()
+            finally:
+                if kept is not None:
+                    kept.close()
 
         self.reader = asyncio.create_task(read(), name=f"log:{self.name}")
         if ready is not None:
@@ -90,11 +102,18 @@ class Proc:
         self.process.send_signal(signum)
 
     async def kill(self) -> None:
+        self.killed = True
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
         if self.reader is not None:
             await self.reader
+
+    def check_running(self) -> None:
+        """Fail with the end of its log if the process exited by itself (nobody killed it)."""
+        if self.process is not None and self.process.returncode is not None and not self.killed:
+            tail = "".join(self.log[-40:])
+            pytest.fail(f"{self.name} exited by itself with status {self.process.returncode}:\n{tail}")
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -208,6 +227,7 @@ async def stack(
                 f"worker-{n}",
                 [WARDWATCH, "server"],
                 {**server_env, "WARDWATCH_SERVER_WORKER_ID": f"worker-{n}"},
+                log_file=tmp_path / f"worker-{n}.log",
             )
             for n in range(2)
         ]
@@ -225,7 +245,8 @@ async def stack(
             command = [sys.executable, str(SUPPORT / "crash_agent.py"), "--config", str(config)]
             command += ["--ledger", str(tmp_path / f"{gateway_id}.ledger"), "--rate", str(RATE)]
             command += ["--base", base.isoformat()]
-            gateways.append(Proc(gateway_id, command, {**os.environ, "PYTHONPATH": str(SUPPORT)}))
+            env = {**os.environ, "PYTHONPATH": str(SUPPORT)}
+            gateways.append(Proc(gateway_id, command, env, log_file=tmp_path / f"{gateway_id}.log"))
         try:
             yield broker, workers, gateways, dsn, Ledger(base=base)
         finally:
@@ -257,6 +278,8 @@ async def test_ledger_holds_through_agent_broker_worker_and_database_faults(
             await gateway.start(ready=" running: ")
 
         async def stored_total() -> int:
+            for proc in [*workers, *gateways]:
+                proc.check_running()  # a worker that died keeps its share of the traffic in its session
             await read_stored(dsn, ledger)
             return sum(sum(c.values()) for c in ledger.stored.values())
 
@@ -331,6 +354,8 @@ async def test_ledger_holds_through_agent_broker_worker_and_database_faults(
         expected = {g.name: handed_over(tmp_path / f"{g.name}.ledger") for g in gateways}
 
         async def drained() -> bool:
+            for proc in [*workers, *gateways]:
+                proc.check_running()
             ledger.expected = {g.name: handed_over(tmp_path / f"{g.name}.ledger") for g in gateways}
             await read_stored(dsn, ledger)
             return all(ledger.expected[name] <= set(ledger.stored.get(name, ())) for name in ledger.expected)
@@ -358,6 +383,7 @@ async def test_ledger_holds_through_agent_broker_worker_and_database_faults(
                 f"{g.name} outbox: {outbox_state(tmp_path / f'{g.name}.db')}" for g in gateways
             )
             report = f"{ledger.differences()}\n{outboxes}\ndead letters: {dead}\n{logs}"
+            report += f"\nevery process's full log is in {tmp_path}"
             pytest.fail(f"not every reading arrived:\n{report}")
 
         connection = await asyncpg.connect(dsn)

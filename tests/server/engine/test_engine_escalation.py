@@ -432,3 +432,52 @@ async def test_catch_up_escalates_what_was_stored_but_never_escalated(
     assert await scalar(sessions, "SELECT priority FROM alerts WHERE patient_id = 'pt-lost'") == "high"
     assert await engine.catch_up() == 2
     assert await scalar(sessions, "SELECT count(*) FROM alert_events") == 1  # offered again: nothing new
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # only this backend has it
+async def test_catch_up_waits_out_a_database_restart_instead_of_failing(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    """A worker starting while PostgreSQL refuses connections must not exit: its ingest session would
+    keep taking its share of the gateways' traffic with nobody to store it."""
+    import logging
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    clock, publisher = FakeClock(), RecordingPublisher()
+    await ingest(
+        ingestor, news2_assessment(gateway_id, 0, patient_id="pt-restart", assessed_at=clock.now), clock.now
+    )
+    url = make_url(database_url)
+    admin = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database="postgres")
+    refused = asyncio.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "escalation catch-up: database unavailable" in record.getMessage():
+                refused.set()
+
+    seen = Seen()
+    logging.getLogger("server.engine.escalator").addHandler(seen)
+    pool = create_engine(database_url, pool_size=2)
+    try:
+        await admin.execute(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", url.database
+        )
+        catching_up = asyncio.create_task(
+            make_engine(session_factory(pool), clock, publisher).catch_up_until_done(retry_s=0.05)
+        )
+        async with asyncio.timeout(30):
+            await refused.wait()
+        assert not catching_up.done()
+        await admin.execute(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS true')
+        async with asyncio.timeout(30):
+            assert await catching_up == 1
+    finally:
+        await admin.execute(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS true')
+        await admin.close()
+        await pool.dispose()
+        logging.getLogger("server.engine.escalator").removeHandler(seen)
+    assert await scalar(sessions, "SELECT priority FROM alerts WHERE patient_id = 'pt-restart'") == "high"
