@@ -195,14 +195,19 @@ class Uplink:
         # A new connection first sends everything not yet confirmed, byte for byte: what was formed by an
         # earlier connection or process, and (with receipts) what a broker acknowledged but may have lost.
         pending = await self.outbox.formed() if options.receipts else await self.outbox.unpublished()
+        # Overdue receipts are looked for whenever the outbox is idle, and at least every half timeout
+        # while readings keep coming (a busy gateway must not starve its re-sends).
+        next_overdue_check = options.clock() + options.receipt_timeout_s / 2
         while True:
             if pending and await self._publish_all(client, pending):
                 await asyncio.sleep(options.refused_retry_s)
             pending = await self.outbox.unpublished() or await self.outbox.form(max_messages=options.window)
-            if not pending and options.receipts:
+            if options.receipts and (not pending or options.clock() >= next_overdue_check):
+                next_overdue_check = options.clock() + options.receipt_timeout_s / 2
                 cutoff = options.clock() - options.receipt_timeout_s
-                pending = await self.outbox.unreceipted(published_before=cutoff)
-                if pending:
+                overdue = await self.outbox.unreceipted(published_before=cutoff)
+                if overdue:  # what was just formed stays unpublished and goes out on the next turn
+                    pending = overdue
                     log.info(
                         "no receipt for %d messages (seq %d..%d) within %.0f s: publishing them again",
                         len(pending),

@@ -256,3 +256,38 @@ async def test_messages_stay_until_the_servers_receipt_and_lost_ones_are_sent_ag
                 await receipts
     assert sorted(set(received)) == list(range(80))  # the dropped first 50 came again
     assert uplink.state.receipted_messages >= 2
+
+
+async def test_lost_messages_are_sent_again_while_readings_keep_coming(
+    broker: MosquittoBroker, tmp_path: Path, gateway_id: str
+) -> None:
+    """A busy gateway (a device producing without pause) must not starve its re-sends."""
+    received: list[int] = []
+    async with (
+        Outbox(tmp_path / "outbox.db", gateway_id) as outbox,
+        running_uplink(broker, outbox, gateway_id, receipt_timeout_s=0.5) as uplink,
+    ):
+        await asyncio.wait_for(uplink.connected_event.wait(), 10)
+        await outbox.put_observations([observation(i) for i in range(50)])  # nobody listens: lost
+        while (await outbox.backlog()).unsent:
+            await outbox.wait_for_acknowledgement()
+
+        async def device() -> None:
+            for index in range(50, 100_000):
+                await outbox.put_observations([observation(index)])
+                await asyncio.sleep(0)  # flat out: there is always a new reading
+
+        async with MqttClient(MqttSettings.from_url(broker.url, client_id=f"srv-{gateway_id}")) as server:
+            await server.subscribe(gateway_topic(gateway_id, "obs"))
+            receipts = asyncio.create_task(serve_receipts(server, gateway_id, received))
+            producing = asyncio.create_task(device())
+            async with asyncio.timeout(30):
+                while not set(range(50)) <= set(received):
+                    await outbox.wait_for_acknowledgement()
+            still_producing = not producing.done()
+            for task in (producing, receipts):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    assert still_producing
+    assert max(received) >= 50  # new readings flowed meanwhile
