@@ -670,7 +670,15 @@ def parse_glucose_measurement(data: bytes | bytearray | memoryview) -> GlucoseMe
     molar = bool(flags & 0x04)
     base = _time(values, "base_time")
     offset = _int(values, "time_offset")
-    timestamp = base if base is None or offset is None else base + timedelta(minutes=offset)
+    timestamp = base
+    if base is not None and offset is not None:
+        try:
+            timestamp = base + timedelta(minutes=offset)
+        except OverflowError:  # e.g. 9999-12-31 plus a positive offset: no longer a date
+            raise ParseError(
+                f"glucose measurement: base time {base:%Y-%m-%d %H:%M} plus {offset} minutes is not a date",
+                data,
+            ) from None
     type_location = _int(values, "type_location")
     status = _int(values, "sensor_status")
     return GlucoseMeasurement(

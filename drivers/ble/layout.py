@@ -66,23 +66,25 @@ class Layout:
 Value = int | float | None | datetime | list[int]
 
 
-def decode_date_time(raw: bytes, frame: bytes) -> datetime | None:
+def decode_date_time(raw: bytes, frame: bytes, what: str = "date-time") -> datetime | None:
     """Bluetooth SIG Date Time (year u16, month, day, hours, minutes, seconds), naive device time.
 
-    Year, month or day 0 means "not known" and gives None; any other out-of-range part is a ParseError.
+    Year, month or day 0 means "not known" and gives None; any other out-of-range part is a ParseError
+    whose message starts with ``what`` (the characteristic and field, e.g. "glucose measurement:
+    base_time").
     """
     year = int.from_bytes(raw[0:2], "little")
     month, day, hours, minutes, seconds = raw[2], raw[3], raw[4], raw[5], raw[6]
     if year == 0 or month == 0 or day == 0:
         return None
     if not 1582 <= year <= 9999:
-        raise ParseError(f"date-time year {year} is outside 1582..9999", frame)
+        raise ParseError(f"{what}: year {year} is outside 1582..9999", frame)
     if hours > 23 or minutes > 59 or seconds > 59:
-        raise ParseError(f"date-time {hours:02}:{minutes:02}:{seconds:02} is not a time of day", frame)
+        raise ParseError(f"{what}: {hours:02}:{minutes:02}:{seconds:02} is not a time of day", frame)
     try:
         return datetime(year, month, day, hours, minutes, seconds)
     except ValueError:
-        raise ParseError(f"date-time {year:04}-{month:02}-{day:02} is not a date", frame) from None
+        raise ParseError(f"{what}: {year:04}-{month:02}-{day:02} is not a date", frame) from None
 
 
 def read_layout(layout: Layout, data: bytes | bytearray | memoryview) -> tuple[int, dict[str, Value]]:
@@ -118,7 +120,7 @@ def read_layout(layout: Layout, data: bytes | bytearray | memoryview) -> tuple[i
                 )
             raw = frame[offset : offset + width]
             offset += width
-            values[name] = _decode(kind, raw, frame)
+            values[name] = _decode(kind, raw, frame, f"{layout.name}: {name}")
     if offset != len(frame):
         raise ParseError(
             f"{layout.name}: {len(frame) - offset} unexpected trailing bytes for flags 0x{flags:02x}", frame
@@ -126,11 +128,11 @@ def read_layout(layout: Layout, data: bytes | bytearray | memoryview) -> tuple[i
     return flags, values
 
 
-def _decode(kind: Kind, raw: bytes, frame: bytes) -> Value:
+def _decode(kind: Kind, raw: bytes, frame: bytes, what: str) -> Value:
     if kind is Kind.SFLOAT:
         return decode_sfloat(int.from_bytes(raw, "little"))
     if kind is Kind.FLOAT:
         return decode_float(int.from_bytes(raw, "little"))
     if kind is Kind.DATE_TIME:
-        return decode_date_time(raw, frame)
+        return decode_date_time(raw, frame, what)
     return int.from_bytes(raw, "little", signed=kind is Kind.SINT16)
