@@ -69,7 +69,12 @@ ShortText = Annotated[str, StringConstraints(max_length=500)]
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except (
+        OverflowError
+    ):  # e.g. 0001-01-01T00:00+05:00 or 9999-12-31T23:59-05:00: before 1 AD or after 9999 in UTC
+        raise ValueError("timestamp is outside the years 1..9999 once converted to UTC") from None
 
 
 UtcDatetime = Annotated[_AwareDatetime, AfterValidator(_to_utc)]
