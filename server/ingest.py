@@ -391,7 +391,9 @@ class Ingestor:
         outcomes.update(await self._apply_sequenced(session, sequenced, gateways, received_at))
         for item in items:
             if isinstance(item.message, GatewayStatus):
-                outcomes[item.index] = await self._apply_status(session, item, item.message, received_at)
+                outcomes[item.index] = await self._apply_status(
+                    session, item, item.message, gateways, received_at
+                )
             elif isinstance(item.message, CommandAck):
                 outcomes[item.index] = await self._apply_ack(session, item, item.message, received_at)
         return [outcomes[item.index] for item in items]
@@ -524,9 +526,17 @@ class Ingestor:
         return _outcome(item, received_at, OutcomeKind.STORED)
 
     async def _apply_status(
-        self, session: AsyncSession, item: _Accepted, status: GatewayStatus, received_at: datetime
+        self,
+        session: AsyncSession,
+        item: _Accepted,
+        status: GatewayStatus,
+        gateways: dict[str, GatewayRow],
+        received_at: datetime,
     ) -> IngestOutcome:
-        gateway = await repository.lock_gateway(session, status.gateway_id, received_at=received_at)
+        """Apply a status to its gateway, locked by this transaction: ``gateways`` holds the row as this
+        transaction has left it so far (updated here, so a second status of the same gateway in the
+        batch sees the first)."""
+        gateway = gateways[status.gateway_id]
         stale = _stale_reason(gateway, status)
         if stale is not None:
             return _outcome(item, received_at, OutcomeKind.STALE, detail=stale)
@@ -549,6 +559,13 @@ class Ingestor:
         elif gateway.online or gateway.status_state is None:
             values["offline_since"] = received_at
         await repository.update_gateway(session, status.gateway_id, **values)
+        gateways[status.gateway_id] = replace(
+            gateway,
+            online=online,
+            session=status.session,
+            status_state=status.state,
+            status_sent_at=status.sent_at,
+        )
         connectivity: Literal["online", "offline"] | None = None
         if online != gateway.online or gateway.status_state is None:
             connectivity = "online" if online else "offline"
