@@ -309,5 +309,5 @@ def _claimed_id(payload: bytes) -> uuid.UUID:
     try:
         claimed = json.loads(payload).get("message_id")
         return uuid.UUID(str(claimed))
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):  # RecursionError: deeply nested JSON
         return uuid.UUID(int=0)
