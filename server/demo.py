@@ -5,8 +5,12 @@
     wardwatch demo [--homes 5] [--speed 20] [--duration S] [--http-port 8080] [--broker URL]
                    [--api-token T] [--state-dir .demo]
 
-1. A broker: ``--broker mqtt://host:port``, or else a private Mosquitto child process (Debian's
-   ``mosquitto``; ``make demo`` installs it) on a free loopback port, configured in the state directory.
+1. A broker: ``--broker mqtt://host:port`` (MQTT 5), or else a private Mosquitto child process (Debian's
+   ``mosquitto``; ``make demo`` installs it) on a free loopback port, configured in the state directory, or,
+   when no ``mosquitto`` is installed, an embedded amqtt broker inside this process on a free loopback port
+   (``server.embedded_broker``: MQTT 3.1.1, no shared subscriptions, nothing kept on disk). Mosquitto is
+   looked for on ``PATH`` and in /usr/sbin and /usr/local/sbin, or only in the directories that
+   ``WARDWATCH_DEMO_MOSQUITTO_PATH`` lists (``os.pathsep``-separated). The demo says which broker it uses.
 2. One server worker (``server.process.run_worker``) on SQLite in the state directory, its REST API on
    ``--http-port``. An API token is created (role nurse) and printed with the URL; ``--api-token`` makes
    that token valid instead (it must look like ``ww_<12 hex>_<secret>``).
@@ -26,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -35,12 +40,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edge_agent.backoff import Backoff
+from edge_agent.mqtt import MqttVersion
 from server.escalation import EscalationPolicy
 from simulators.clock import SimClock
 
@@ -53,11 +59,21 @@ SCENARIO_MIX: Final = ("sepsis", "stable", "copd", "battery_drain", "bleed", "di
 """Scenarios given to the homes in turn; the first is always a deteriorating patient."""
 START_HOUR: Final = {"sepsis": 15.0}
 """Where in its course a scenario starts (hours), so the demo shows deterioration within minutes."""
-MOSQUITTO_CANDIDATES: Final = ("mosquitto", "/usr/sbin/mosquitto")
+SYSTEM_BINARY_DIRS: Final = ("/usr/sbin", "/usr/local/sbin")
+"""Where Debian installs mosquitto; often not on a non-root user's PATH, so searched as well."""
+MOSQUITTO_PATH_VARIABLE: Final = "WARDWATCH_DEMO_MOSQUITTO_PATH"
+"""Directories to search for mosquitto instead of PATH and SYSTEM_BINARY_DIRS (an empty value: none)."""
 
 
 class DemoError(Exception):
-    """The demo cannot start (no broker binary, a port in use, a malformed token)."""
+    """The demo cannot start (no broker at all, a port in use, a malformed token)."""
+
+
+class DemoBroker(NamedTuple):
+    url: str
+    protocol_version: MqttVersion
+    description: str
+    """What the demo prints: which broker it is and where it runs."""
 
 
 def register_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,8 +81,9 @@ def register_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "demo",
         help="run broker, server and simulated homes together on this machine",
         description=(
-            "Start a private Mosquitto (unless --broker), a server on SQLite and N simulated homes; print "
-            "the API URL and a token. Ctrl-C stops everything."
+            "Start a private Mosquitto (unless --broker; an embedded amqtt broker when mosquitto is not "
+            "installed), a server on SQLite and N simulated homes; print the page URL and a token. Ctrl-C "
+            "(or --duration) stops everything."
         ),
     )
     parser.add_argument("--homes", type=int, default=5, help="simulated homes (default 5)")
@@ -79,7 +96,9 @@ def register_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
     parser.add_argument("--http-port", type=int, default=8080, help="REST API port (0: any free port)")
     parser.add_argument(
-        "--broker", default=None, help="use this broker (mqtt://host:port) instead of a private one"
+        "--broker",
+        default=None,
+        help="use this MQTT 5 broker (mqtt://host:port) instead of a private Mosquitto or embedded amqtt",
     )
     parser.add_argument("--api-token", default=None, help="make this token (ww_<12 hex>_<secret>) valid")
     parser.add_argument(
@@ -126,15 +145,15 @@ def _prepare_state_dir(state_dir: Path) -> None:
 # The private broker
 
 
-def _find_mosquitto() -> str:
-    for candidate in MOSQUITTO_CANDIDATES:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    raise DemoError(
-        "no broker: Debian's 'mosquitto' is not installed (make demo installs it; or "
-        "`sudo apt-get install mosquitto`), and no --broker was given"
-    )
+def find_mosquitto() -> str | None:
+    """The mosquitto binary: on PATH or in SYSTEM_BINARY_DIRS, or in the directories that
+    WARDWATCH_DEMO_MOSQUITTO_PATH lists when it is set; None when there is none."""
+    search = os.environ.get(MOSQUITTO_PATH_VARIABLE)
+    if search is None:
+        search = os.pathsep.join([os.environ.get("PATH", os.defpath), *SYSTEM_BINARY_DIRS])
+    if not search:
+        return None
+    return shutil.which("mosquitto", path=search)
 
 
 def _free_port() -> int:
@@ -145,9 +164,35 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def private_broker(state_dir: Path) -> AsyncIterator[str]:
-    """A Mosquitto child process on a free loopback port; yields its URL, stops it on leaving."""
-    binary = _find_mosquitto()
+async def demo_broker(state_dir: Path, given_url: str | None) -> AsyncIterator[DemoBroker]:
+    """The broker the demo uses: the one given, else a private Mosquitto, else an embedded amqtt."""
+    if given_url is not None:
+        yield DemoBroker(given_url, "5", f"{given_url} (given with --broker, MQTT 5)")
+        return
+    binary = find_mosquitto()
+    if binary is not None:
+        async with private_broker(state_dir, binary) as (url, pid):
+            yield DemoBroker(url, "5", f"{url} (private Mosquitto {binary}, pid {pid}, MQTT 5)")
+        return
+    try:
+        from server.embedded_broker import PROTOCOL_VERSION, embedded_broker
+    except ImportError as exc:
+        raise DemoError(
+            f"no broker: Debian's 'mosquitto' is not installed and the embedded broker cannot load ({exc}); "
+            "install either (make demo installs both: `apt-get install mosquitto`, "
+            "`pip install 'wardwatch[demo]'`) or give --broker"
+        ) from exc
+    async with embedded_broker() as url:
+        yield DemoBroker(
+            url,
+            PROTOCOL_VERSION,
+            f"{url} (embedded amqtt in this process, MQTT {PROTOCOL_VERSION}: mosquitto is not installed)",
+        )
+
+
+@contextlib.asynccontextmanager
+async def private_broker(state_dir: Path, binary: str) -> AsyncIterator[tuple[str, int]]:
+    """A Mosquitto child process on a free loopback port; yields its URL and pid, stops it on leaving."""
     port = _free_port()
     workdir = state_dir / "mosquitto"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +214,7 @@ async def private_broker(state_dir: Path) -> AsyncIterator[str]:
     try:
         await _wait_listening(port, process)
         logger.info("private broker (mosquitto pid %d) on 127.0.0.1:%d", process.pid, port)
-        yield f"mqtt://127.0.0.1:{port}"
+        yield f"mqtt://127.0.0.1:{port}", process.pid
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -234,7 +279,7 @@ async def _api_token(sessions: async_sessionmaker[AsyncSession], given: str | No
     return given
 
 
-async def _run_homes(broker_url: str, state_dir: Path, homes: int, clock: SimClock) -> None:
+async def _run_homes(broker: DemoBroker, state_dir: Path, homes: int, clock: SimClock) -> None:
     from simulators.home import home_config, run_home
 
     outboxes = state_dir / "gateways"
@@ -245,11 +290,19 @@ async def _run_homes(broker_url: str, state_dir: Path, homes: int, clock: SimClo
             gateway_id = f"demo-gw-{index + 1:02d}"
             config = home_config(
                 gateway_id,
-                broker_url=broker_url,
+                broker_url=broker.url,
                 scenario=scenario,
                 outbox_path=outboxes / f"{gateway_id}.db",
                 patient_id=f"demo-pt-{index + 1:02d}",
             )
+            if broker.protocol_version != config.broker.protocol_version:
+                config = config.model_copy(
+                    update={
+                        "broker": config.broker.model_copy(
+                            update={"protocol_version": broker.protocol_version}
+                        )
+                    }
+                )
             print(f"  home {gateway_id}: patient {config.patients[0].id}, scenario {scenario}", flush=True)
             group.create_task(
                 _one_home(
@@ -317,6 +370,9 @@ async def run_demo(
     configure_logging("text", logging.INFO)
     # Sequence gaps that open and close again as concurrent batches commit out of order are normal here.
     logging.getLogger("server.ingest").setLevel(logging.ERROR)
+    # The embedded broker's amqtt logs every connection, and its state machines every transition, at INFO.
+    for chatty in ("amqtt", "transitions"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     await asyncio.to_thread(_prepare_state_dir, state_dir)
     interrupted = asyncio.Event()  # Ctrl-C or SIGTERM
     server_stop = asyncio.Event()  # set last, after the homes stopped and the summary was read
@@ -325,15 +381,14 @@ async def run_demo(
         loop.add_signal_handler(signum, interrupted.set)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            if broker_url is None:
-                broker_url = await stack.enter_async_context(private_broker(state_dir))
-            url = broker_url
+            broker = await stack.enter_async_context(demo_broker(state_dir, broker_url))
+            print(f"WardWatch demo broker: {broker.description}", flush=True)
             if http_port == 0:
                 http_port = _free_port()
             settings = WorkerSettings(
                 state_dir=state_dir,
                 worker_id="demo",
-                broker=BrokerSettings(url=url),
+                broker=BrokerSettings(url=broker.url, protocol_version=broker.protocol_version),
                 ingest={"share_group": None},
                 engine=EngineSettings(catch_up_hours=1),
                 escalation=EscalationPolicy(),  # its timeouts run on the simulated clock below
@@ -356,7 +411,8 @@ async def run_demo(
                 token = await _api_token(runtime.sessions, api_token)
                 base = f"http://127.0.0.1:{runtime.http_port}"
                 print(
-                    f"\nWardWatch demo running: {homes} simulated home(s) at {speed:g}x speed, broker {url}\n"
+                    f"\nWardWatch demo running: {homes} simulated home(s) at {speed:g}x speed, "
+                    f"broker {broker.url}\n"
                     f"  page:     {base}/   (sign in with the token below)\n"
                     f"  API:      {base}/api/v1/patients   (OpenAPI: {base}/api/v1/openapi.json)\n"
                     f"  token:    {token}   (role nurse; send as 'Authorization: Bearer <token>')\n"
@@ -365,7 +421,9 @@ async def run_demo(
                     f"Ctrl-C stops everything.\n",
                     flush=True,
                 )
-                homes_task = asyncio.create_task(_run_homes(url, state_dir, homes, clock), name="demo homes")
+                homes_task = asyncio.create_task(
+                    _run_homes(broker, state_dir, homes, clock), name="demo homes"
+                )
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(duration_s):
                         await _until_stopped(interrupted, server, homes_task)
