@@ -23,6 +23,7 @@ from drivers.transport import Connected, DeviceEvent
 from edge_agent.config import DeviceConfig, load_config
 from edge_agent.service import Agent
 from edge_agent.systemd import Notifier
+from edge_agent.uplink import UplinkOptions
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 BURST = 200
@@ -69,6 +70,9 @@ def main() -> None:
     parser.add_argument("--ledger", required=True)
     parser.add_argument("--rate", type=float, default=None, help="readings per second (default: flat out)")
     parser.add_argument("--base", default=None, help="ISO time of reading 0 (default 2026-01-01)")
+    parser.add_argument(
+        "--receipt-timeout", type=float, default=None, help="seconds before unconfirmed messages go again"
+    )
     args = parser.parse_args()
     config = load_config(args.config)
     ledger = Path(args.ledger)
@@ -78,7 +82,12 @@ def main() -> None:
         return CountingDevice(device.id, ledger, args.rate, base)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    agent = Agent(config, device_factory=factory, notifier=Notifier(address=""))
+    options = None
+    if args.receipt_timeout is not None:
+        options = UplinkOptions(
+            heartbeat_interval_s=config.heartbeat_interval_s, receipt_timeout_s=args.receipt_timeout
+        )
+    agent = Agent(config, device_factory=factory, notifier=Notifier(address=""), uplink_options=options)
     print(f"agent pid {os.getpid()}", flush=True)
     asyncio.run(agent.run())
 
