@@ -26,7 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from edge_agent.errors import ConfigError
 from edge_agent.protocol import DeviceId, GatewayId, PatientId, VitalCode
@@ -198,12 +198,32 @@ def load_config(path: Path | str) -> GatewayConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}", path=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}\n  fix: save the file as UTF-8",
+            path=str(path),
+        ) from None
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}", path=str(path)) from None
+    # Keys starting with "_" would reach pydantic-settings as its own options (_env_prefix,
+    # _cli_parse_args, ...) instead of being refused as unknown keys.
+    hidden = sorted(key for key in data if key.startswith("_"))
+    if hidden:
+        raise ConfigError(
+            f"{path}: {hidden[0]}: not a configuration key\n  fix: remove it (see docs/operations.md)",
+            path=str(path),
+            key=hidden[0],
+        )
     try:
         return GatewayConfig(**data)
+    except SettingsError as exc:  # a WARDWATCH_* variable whose value is not valid JSON for its key
+        raise ConfigError(
+            f"{path}: an environment override cannot be used: {exc}\n"
+            "  fix: give WARDWATCH_* variables for tables and lists as JSON, or unset them",
+            path=str(path),
+        ) from None
     except ValidationError as exc:
         lines = []
         first_key = None
