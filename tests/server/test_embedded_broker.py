@@ -16,13 +16,14 @@ import socket
 import sqlite3
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from edge_agent.mqtt import Message, MqttClient, MqttSettings, Will
+from edge_agent.protocol import CC_ALERT_TOPIC, AlertEvent, PatientState, cc_patient_topic, decode
 from server.demo import MOSQUITTO_PATH_VARIABLE, find_mosquitto
 from server.embedded_broker import HOST, PROTOCOL_VERSION, embedded_broker
 
@@ -210,32 +211,40 @@ async def test_demo_without_mosquitto_runs_on_the_embedded_broker_and_stops_clea
         "error",
         "-c",
         _DEMO_RUNNER,
-        "demo",
-        "--duration",
-        "8",
-        "--homes",
-        "2",
-        "--speed",
-        "60",
-        "--http-port",
-        "0",
-        "--state-dir",
-        str(state_dir),
+        *("demo", "--duration", "8", "--homes", "2", "--speed", "60"),
+        *("--http-port", "0", "--state-dir", str(state_dir)),
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+    assert process.stdout is not None
+    lines: list[str] = []
     try:
         async with asyncio.timeout(60):
-            output, _ = await process.communicate()
+            announced = await _line_matching(
+                process.stdout, r"WardWatch demo broker: (mqtt://127\.0\.0\.1:\d+) \(embedded amqtt", lines
+            )
+            # The command center's topics, over the embedded broker: the sepsis patient's alert and state.
+            cc = _settings(announced.group(1), f"cc-{marker[-8:]}")
+            async with MqttClient(cc) as command_center:
+                await command_center.subscribe(CC_ALERT_TOPIC, cc_patient_topic("demo-pt-01"))
+                raised = await _first_cc_message(
+                    command_center, lambda m: m.topic == CC_ALERT_TOPIC and b'"demo-pt-01"' in m.payload
+                )
+                state = await _first_cc_message(command_center, lambda m: m.topic != CC_ALERT_TOPIC)
+            while line := await process.stdout.readline():
+                lines.append(line.decode(errors="replace"))
+            await process.wait()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    text = output.decode(errors="replace")
+    text = "".join(lines)
     assert process.returncode == 0, text[-4000:]
-    assert re.search(r"WardWatch demo broker: mqtt://127\.0\.0\.1:\d+ \(embedded amqtt", text), text[-4000:]
+    event = decode(AlertEvent, raised.payload)
+    assert (event.action, event.category, event.patient_id) == ("raised", "clinical", "demo-pt-01")
+    assert decode(PatientState, state.payload).patient_id == "demo-pt-01"
     assert "scenario sepsis" in text
     summary = re.search(r"WardWatch demo stopped: (\d+) gateways, (\d+) observations", text)
     assert summary is not None, text[-4000:]
@@ -254,12 +263,37 @@ async def test_demo_without_mosquitto_runs_on_the_embedded_broker_and_stops_clea
         alerts = database.execute(
             "SELECT category, condition FROM alerts WHERE patient_id = 'demo-pt-01'"
         ).fetchall()
-        statuses = database.execute("SELECT count(*) FROM gateways").fetchone()[0]
+        gateways = database.execute("SELECT count(*) FROM gateways").fetchone()[0]
     finally:
         database.close()
     assert set(readings) == {"demo-pt-01", "demo-pt-02"} and min(readings.values()) > 0
     assert ("clinical", "news2") in alerts, alerts  # the sepsis patient deteriorates within seconds
-    assert statuses == 2  # both gateways' retained births arrived
+    assert gateways == 2
+    # The server's receipts reached the gateways: most of what each formed has left its outbox.
+    for outbox in sorted((state_dir / "gateways").glob("*.db")):
+        database = sqlite3.connect(outbox)
+        try:
+            (formed,) = database.execute("SELECT value FROM counter WHERE name = 'seq'").fetchone()
+            (waiting,) = database.execute("SELECT count(*) FROM message").fetchone()
+        finally:
+            database.close()
+        assert formed > 0 and waiting < formed / 2, (outbox.name, formed, waiting)
+
+
+async def _line_matching(stream: asyncio.StreamReader, pattern: str, lines: list[str]) -> re.Match[str]:
+    while line := await stream.readline():
+        text = line.decode(errors="replace")
+        lines.append(text)
+        if found := re.search(pattern, text):
+            return found
+    raise AssertionError(f"the demo ended before printing {pattern}:\n{''.join(lines[-40:])}")
+
+
+async def _first_cc_message(client: MqttClient, accept: Callable[[Message], bool]) -> Message:
+    async for message in client.messages():
+        if accept(message):
+            return message
+    raise AssertionError("unreachable: messages() raises when the connection ends")
 
 
 def _processes_with(marker: str) -> list[int]:
