@@ -38,6 +38,7 @@ import pytest
 from support.broker import MosquittoBroker
 from support.crash_agent import index_of
 from support.postgres import fresh_database
+from support.processes import Proc, wait_until
 
 FULL = os.environ.get("WARDWATCH_RELIABILITY") == "full"
 GATEWAYS = 3
@@ -51,80 +52,6 @@ INGEST_SESSION_EXPIRY_S = 5
 """How long the broker keeps a worker's ingest session after it disconnected (60 s by default)."""
 WARDWATCH = str(Path(sys.executable).parent / "wardwatch")
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
-
-
-@dataclass
-class Proc:
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    log: list[str] = field(default_factory=list)
-    log_file: Path | None = None
-    """Where every line the process writes to stderr is kept too (all its runs), for reading a failure."""
-    process: asyncio.subprocess.Process | None = None
-    reader: asyncio.Task[None] | None = None
-    killed: bool = False
-    """Killed by the test (and not started again since): its exit is expected."""
-
-    async def start(self, ready: str | None = None, limit_s: float = 60) -> None:
-        self.killed = False
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command,
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        seen = asyncio.Event()
-
-        async def read() -> None:
-            assert self.process is not None and self.process.stderr is not None
-            kept = self.log_file.open("a") if self.log_file is not None else None
-            try:
-                while line := await self.process.stderr.readline():
-                    text = line.decode(errors="replace")
-                    self.log.append(text)
-                    if kept is not None:
-                        kept.write(text)
-                    if ready is not None and ready in text:
-                        seen.set()
-            finally:
-                if kept is not None:
-                    kept.close()
-
-        self.reader = asyncio.create_task(read(), name=f"log:{self.name}")
-        if ready is not None:
-            async with asyncio.timeout(limit_s):
-                await seen.wait()
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
-
-    async def kill(self) -> None:
-        self.killed = True
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-        if self.reader is not None:
-            await self.reader
-
-    def check_running(self) -> None:
-        """Fail with the end of its log if the process exited by itself (nobody killed it)."""
-        if self.process is not None and self.process.returncode is not None and not self.killed:
-            tail = "".join(self.log[-40:])
-            pytest.fail(f"{self.name} exited by itself with status {self.process.returncode}:\n{tail}")
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 30)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        if self.reader is not None:
-            await self.reader
 
 
 @dataclass
@@ -185,18 +112,6 @@ async def read_stored(dsn: str, ledger: Ledger) -> None:
         )
     finally:
         await connection.close()
-
-
-async def wait_until(
-    condition: Callable[[], object], limit_s: float, what: str, poll_s: float = 0.25
-) -> None:
-    """Polls state that lives in another process's database (it offers no event to await)."""
-    try:
-        async with asyncio.timeout(limit_s):
-            while not await condition():  # type: ignore[misc]  # noqa: ASYNC110 - see docstring
-                await asyncio.sleep(poll_s)
-    except TimeoutError:
-        raise TimeoutError(f"{what}: not within {limit_s} s") from None
 
 
 @contextlib.asynccontextmanager
