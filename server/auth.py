@@ -155,7 +155,7 @@ class ApiAuditRecord(Base):
     role: Mapped[str] = mapped_column(String(16))
     method: Mapped[str] = mapped_column(String(8))
     route: Mapped[str] = mapped_column(String(200))
-    """The route template, e.g. ``/api/v1/patients/{patient_id}/commands``."""
+    """The route template, e.g. ``/api/patients/{patient_id}/commands``."""
     target: Mapped[str] = mapped_column(String(200))
     """What was changed: a patient id, a token's key id, a command id."""
     outcome: Mapped[str] = mapped_column(String(32))

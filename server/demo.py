@@ -414,9 +414,9 @@ async def run_demo(
                     f"\nWardWatch demo running: {homes} simulated home(s) at {speed:g}x speed, "
                     f"broker {broker.url}\n"
                     f"  page:     {base}/   (sign in with the token below)\n"
-                    f"  API:      {base}/api/v1/patients   (OpenAPI: {base}/api/v1/openapi.json)\n"
+                    f"  API:      {base}/api/patients   (OpenAPI: {base}/api/openapi.json)\n"
                     f"  token:    {token}   (role nurse; send as 'Authorization: Bearer <token>')\n"
-                    f"  try:      curl -H 'Authorization: Bearer {token}' {base}/api/v1/alerts\n"
+                    f"  try:      curl -H 'Authorization: Bearer {token}' {base}/api/alerts\n"
                     f"  state:    {state_dir}\n"
                     f"Ctrl-C stops everything.\n",
                     flush=True,

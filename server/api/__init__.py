@@ -1,10 +1,10 @@
-"""The WardWatch REST API (FastAPI), versioned under ``/api/v1``.
+"""The WardWatch REST API (FastAPI), versioned under ``/api``.
 
 ::
 
     app.py        create_app(): routers, errors as JSON, security headers, CORS (off unless configured)
     actions.py    Actions: the writes other components implement (alert actions, commands, names)
-    events.py     Broadcaster: live events for GET /api/v1/events (server-sent events)
+    events.py     Broadcaster: live events for GET /api/events (server-sent events)
     security.py   bearer-token authentication, role checks, api_audit records, headers middleware
     context.py    ApiContext (what routes need), ApiError
     settings.py   ApiSettings

@@ -17,7 +17,7 @@ from server.api.events import Broadcaster
 from server.api.settings import ApiSettings
 from server.auth import Account, SignInLimiter, TokenVerifier
 
-API_PREFIX: Final = "/api/v1"
+API_PREFIX: Final = "/api"
 
 
 class ApiError(Exception):

@@ -1,7 +1,7 @@
 """An in-process broadcaster of live changes (alert events, patient state) for the API's event stream.
 
 The escalation engine calls :meth:`Broadcaster.publish` after it commits a change; every open
-``GET /api/v1/events`` stream receives it. ``publish`` never blocks and never fails because of a slow
+``GET /api/events`` stream receives it. ``publish`` never blocks and never fails because of a slow
 client: each subscriber has a bounded queue, and a subscriber that falls behind loses the excess and
 receives one ``resync`` event telling it to reload the lists it shows.
 

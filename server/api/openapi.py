@@ -19,7 +19,7 @@ DEFAULT_PATH = Path("docs/openapi.json")
 
 
 def openapi_document() -> dict[str, Any]:
-    """The document as the app serves it at /api/v1/openapi.json (no database or actions are used)."""
+    """The document as the app serves it at /api/openapi.json (no database or actions are used)."""
     app = create_app(sessionmaker=async_sessionmaker(), actions=cast(Actions, object()))
     return app.openapi()
 

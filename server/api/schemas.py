@@ -407,7 +407,7 @@ class TokenList(_Out):
 
 class EventTicket(_Out):
     ticket: str
-    """Single use, valid for ``expires_in_s``: open ``/api/v1/events?ticket=…`` (EventSource cannot send
+    """Single use, valid for ``expires_in_s``: open ``/api/events?ticket=…`` (EventSource cannot send
     an Authorization header)."""
     expires_in_s: float
 

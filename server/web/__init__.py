@@ -5,11 +5,11 @@
 - ``GET /``: the page (static HTML; its script and style under ``/static/``);
 - ``GET /web/bands.json``: the NEWS2 chart's band edges, taken from ``edge_agent.scoring`` so the page
   draws exactly the thresholds the gateways score with;
-- ``GET /api/v1/patients/{id}/trend``: vitals and NEWS2 over the last hours in time buckets (mean, min,
+- ``GET /api/patients/{id}/trend``: vitals and NEWS2 over the last hours in time buckets (mean, min,
   max, count), for the board's sparklines and the patient charts, computed by the database.
 
 The page signs in with an API token (kept in the tab's sessionStorage), reads the REST API, and follows
-live changes through ``/api/v1/events`` (server-sent events opened with a single-use ticket).
+live changes through ``/api/events`` (server-sent events opened with a single-use ticket).
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def _point(
     }
 
 
-def mount(app: FastAPI, *, api_prefix: str = "/api/v1") -> None:
+def mount(app: FastAPI, *, api_prefix: str = "/api") -> None:
     """Serve the page and its data routes from the API app."""
     app.include_router(trend_router, prefix=api_prefix)
     app.include_router(page_router)

@@ -167,7 +167,7 @@ async def test_worker_process_ingests_escalates_publishes_and_stops_on_sigterm(
                 async with httpx.AsyncClient() as http:
                     health = await http.get(f"http://127.0.0.1:{api_port}/healthz")
                     assert health.status_code == 200
-                    refused = await http.get(f"http://127.0.0.1:{api_port}/api/v1/alerts")
+                    refused = await http.get(f"http://127.0.0.1:{api_port}/api/alerts")
                     assert refused.status_code == 401
 
                 process.send_signal(signal.SIGTERM)

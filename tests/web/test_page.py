@@ -198,8 +198,8 @@ async def test_board_alerts_and_acknowledgement_in_a_real_browser(
                 await page.screenshot(path=str(ARTIFACTS / "alerts.png"), full_page=True)
 
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as api:
-            detail = (await api.get(f"/api/v1/alerts/{alert_id}")).json()
-            audit = (await api.get("/api/v1/audit")).json()
+            detail = (await api.get(f"/api/alerts/{alert_id}")).json()
+            audit = (await api.get("/api/audit")).json()
     assert detail["alert"]["state"] == "acknowledged"
     assert detail["alert"]["acknowledged_by"] == "dr-test"
     assert any(e["action"] == "acknowledged" and e["actor"] == "dr-test" for e in detail["events"])

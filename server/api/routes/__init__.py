@@ -1,1 +1,1 @@
-"""The API's routers, one module per area; ``create_app`` includes them under ``/api/v1``."""
+"""The API's routers, one module per area; ``create_app`` includes them under ``/api``."""

@@ -236,7 +236,7 @@ async def send_command(
     request: Request, account: Commander, patient_id: PatientIdPath, command: schemas.CommandRequest
 ) -> schemas.CommandAccepted:
     """Answers once the broker has the command; the gateway's acknowledgement shows later in
-    ``GET /api/v1/commands/{command_id}``."""
+    ``GET /api/commands/{command_id}``."""
     return await _send(request, account, patient_id, command.root)
 
 

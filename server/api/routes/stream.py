@@ -1,7 +1,7 @@
-"""``GET /api/v1/events``: live alert and patient-state changes as server-sent events.
+"""``GET /api/events``: live alert and patient-state changes as server-sent events.
 
 Authenticate with the Authorization header, or (for a browser's EventSource, which cannot send headers)
-with a single-use ticket from ``POST /api/v1/events/ticket``: ``/api/v1/events?ticket=…``. Each event is
+with a single-use ticket from ``POST /api/events/ticket``: ``/api/events?ticket=…``. Each event is
 ``event: <kind>`` with JSON ``data``; kinds are what the engine publishes (``alert``, ``patient``, …),
 ``resync`` when this client fell behind and lost events (reload the lists), ``closed`` when the server
 stops. Comment lines keep an idle stream open through proxies.

@@ -1,7 +1,7 @@
 // WardWatch command-center page. Plain ES module, no libraries: everything is served by the server.
-// Data: the REST API (/api/v1, bearer token) and live changes over server-sent events.
+// Data: the REST API (/api, bearer token) and live changes over server-sent events.
 
-const API = "api/v1";
+const API = "api";
 const VITALS = [
   ["spo2", "SpO2", "%"],
   ["heart_rate", "Pulse", "/min"],

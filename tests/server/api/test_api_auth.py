@@ -29,34 +29,34 @@ from server.storage import create_engine, session_factory
 
 # Every route with the method and a body that passes validation; {alert}, {command} are filled in.
 READ_ROUTES = [
-    "/api/v1/patients",
-    "/api/v1/patients/pt-1",
-    "/api/v1/patients/pt-1/observations",
-    "/api/v1/patients/pt-1/assessments",
-    "/api/v1/patients/pt-1/commands",
-    "/api/v1/commands/{command}",
-    "/api/v1/alerts",
-    "/api/v1/alerts/history",
-    "/api/v1/alerts/{alert}",
-    "/api/v1/gateways",
-    "/api/v1/gateways/gw-1",
-    "/api/v1/audit",
-    "/api/v1/dead-letters",
-    "/api/v1/ingest",
-    "/api/v1/tokens",
-    "/api/v1/events",
+    "/api/patients",
+    "/api/patients/pt-1",
+    "/api/patients/pt-1/observations",
+    "/api/patients/pt-1/assessments",
+    "/api/patients/pt-1/commands",
+    "/api/commands/{command}",
+    "/api/alerts",
+    "/api/alerts/history",
+    "/api/alerts/{alert}",
+    "/api/gateways",
+    "/api/gateways/gw-1",
+    "/api/audit",
+    "/api/dead-letters",
+    "/api/ingest",
+    "/api/tokens",
+    "/api/events",
 ]
 WRITE_ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
-    ("POST", "/api/v1/alerts/{alert}/acknowledge", None),
-    ("POST", "/api/v1/alerts/{alert}/escalate", None),
-    ("POST", "/api/v1/alerts/{alert}/resolve", {"note": "x"}),
-    ("POST", "/api/v1/alerts/{alert}/snooze", {"duration_s": 60}),
-    ("POST", "/api/v1/patients/pt-1/commands", {"command": "set_oxygen", "on_oxygen": True}),
-    ("POST", "/api/v1/patients/pt-1/settings", {"on_oxygen": True}),
-    ("PUT", "/api/v1/patients/pt-1/display-name", {"display_name": None}),
-    ("POST", "/api/v1/tokens", {"name": "bob", "role": "viewer"}),
-    ("DELETE", "/api/v1/tokens/0123456789ab", None),
-    ("POST", "/api/v1/events/ticket", None),
+    ("POST", "/api/alerts/{alert}/acknowledge", None),
+    ("POST", "/api/alerts/{alert}/escalate", None),
+    ("POST", "/api/alerts/{alert}/resolve", {"note": "x"}),
+    ("POST", "/api/alerts/{alert}/snooze", {"duration_s": 60}),
+    ("POST", "/api/patients/pt-1/commands", {"command": "set_oxygen", "on_oxygen": True}),
+    ("POST", "/api/patients/pt-1/settings", {"on_oxygen": True}),
+    ("PUT", "/api/patients/pt-1/display-name", {"display_name": None}),
+    ("POST", "/api/tokens", {"name": "bob", "role": "viewer"}),
+    ("DELETE", "/api/tokens/0123456789ab", None),
+    ("POST", "/api/events/ticket", None),
 ]
 
 
@@ -102,9 +102,9 @@ async def test_every_api_route_refuses_missing_and_wrong_tokens(api: Api) -> Non
 async def test_roles_on_every_write_route(api: Api, role: str) -> None:
     """Which role passes the route's role check (it may still fail later: 404 for the unknown alert)."""
     allowed = {
-        "integration": {"/api/v1/events/ticket"},
-        "viewer": {"/api/v1/events/ticket"},
-        "nurse": {"acknowledge", "resolve", "snooze", "commands", "settings", "/api/v1/events/ticket"},
+        "integration": {"/api/events/ticket"},
+        "viewer": {"/api/events/ticket"},
+        "nurse": {"acknowledge", "resolve", "snooze", "commands", "settings", "/api/events/ticket"},
         "physician": {
             "acknowledge",
             "resolve",
@@ -112,14 +112,14 @@ async def test_roles_on_every_write_route(api: Api, role: str) -> None:
             "escalate",
             "commands",
             "settings",
-            "/api/v1/events/ticket",
+            "/api/events/ticket",
         },
-        "admin": {"acknowledge", "resolve", "snooze", "display-name", "tokens", "/api/v1/events/ticket"},
+        "admin": {"acknowledge", "resolve", "snooze", "display-name", "tokens", "/api/events/ticket"},
     }[role]
     for method, path, body in WRITE_ROUTES:
         response = await api.client.request(method, _fill(path), headers=api.auth(role), json=body)
         passes = any(word in path.split("/") or word == path for word in allowed) or (
-            "tokens" in allowed and path.startswith("/api/v1/tokens")
+            "tokens" in allowed and path.startswith("/api/tokens")
         )
         if passes:
             assert response.status_code != 403, (role, path, response.text)
@@ -130,9 +130,9 @@ async def test_roles_on_every_write_route(api: Api, role: str) -> None:
 @SQLITE_ONLY
 async def test_admin_only_reads(api: Api) -> None:
     for role in ("integration", "viewer", "nurse", "physician"):
-        for path in ("/api/v1/tokens", "/api/v1/dead-letters", "/api/v1/ingest"):
+        for path in ("/api/tokens", "/api/dead-letters", "/api/ingest"):
             assert (await api.get(path, role=role)).status_code == 403
-    for path in ("/api/v1/patients", "/api/v1/alerts", "/api/v1/gateways", "/api/v1/audit"):
+    for path in ("/api/patients", "/api/alerts", "/api/gateways", "/api/audit"):
         for role in ("integration", "viewer", "nurse", "physician", "admin"):
             assert (await api.get(path, role=role)).status_code == 200
 
@@ -167,25 +167,25 @@ async def test_create_token_refuses_bad_roles_and_names(sessions: async_sessionm
 
 @SQLITE_ONLY
 async def test_admin_creates_and_revokes_tokens_through_the_api(api: Api) -> None:
-    created = await api.post("/api/v1/tokens", role="admin", json={"name": "carol", "role": "physician"})
+    created = await api.post("/api/tokens", role="admin", json={"name": "carol", "role": "physician"})
     assert created.status_code == 201, created.text
     token = created.json()["token"]
     key_id = created.json()["key_id"]
     own = {"Authorization": f"Bearer {token}"}
-    assert (await api.client.get("/api/v1/alerts", headers=own)).status_code == 200
-    listing = (await api.get("/api/v1/tokens", role="admin")).json()["tokens"]
+    assert (await api.client.get("/api/alerts", headers=own)).status_code == 200
+    listing = (await api.get("/api/tokens", role="admin")).json()["tokens"]
     assert "carol" in [item["name"] for item in listing]
     assert token not in str(listing)
 
-    revoked = await api.client.delete(f"/api/v1/tokens/{key_id}", headers=api.auth("admin"))
+    revoked = await api.client.delete(f"/api/tokens/{key_id}", headers=api.auth("admin"))
 
     assert revoked.status_code == 204
     assert (
-        await api.client.get("/api/v1/alerts", headers=own)
+        await api.client.get("/api/alerts", headers=own)
     ).status_code == 401  # at once, despite the cache
-    again = await api.client.delete(f"/api/v1/tokens/{key_id}", headers=api.auth("admin"))
+    again = await api.client.delete(f"/api/tokens/{key_id}", headers=api.auth("admin"))
     assert again.status_code == 404
-    audit = (await api.get("/api/v1/audit", role="admin", params={"source": "api"})).json()["items"]
+    audit = (await api.get("/api/audit", role="admin", params={"source": "api"})).json()["items"]
     assert [(e["target"], e["outcome"]) for e in audit] == [
         (f"token:{key_id}", "not_found"),
         (f"token:{key_id}", "revoked"),
@@ -202,19 +202,19 @@ async def test_failed_sign_ins_are_rate_limited_per_address(
     try:
         wrong = {"Authorization": "Bearer ww_0123456789ab_guess"}
         for _ in range(10):
-            assert (await api.client.get("/api/v1/patients", headers=wrong)).status_code == 401
+            assert (await api.client.get("/api/patients", headers=wrong)).status_code == 401
         api.monotonic.value += 30
 
-        limited = await api.client.get("/api/v1/patients", headers=wrong)
-        good_token_too = await api.get("/api/v1/patients")
+        limited = await api.client.get("/api/patients", headers=wrong)
+        good_token_too = await api.get("/api/patients")
 
         assert limited.status_code == 429
         assert limited.json()["error"]["code"] == "rate_limited"
         assert int(limited.headers["retry-after"]) == 30
         assert good_token_too.status_code == 429  # the address is refused before any token is checked
-        assert (await other.get("/api/v1/patients")).status_code == 200  # another address is not
+        assert (await other.get("/api/patients")).status_code == 200  # another address is not
         api.monotonic.value += 30.5
-        assert (await api.get("/api/v1/patients")).status_code == 200  # the window has passed
+        assert (await api.get("/api/patients")).status_code == 200  # the window has passed
     finally:
         await close()
         await close_other()
@@ -223,10 +223,10 @@ async def test_failed_sign_ins_are_rate_limited_per_address(
 @SQLITE_ONLY
 async def test_security_headers_on_every_kind_of_answer(api: Api) -> None:
     answers = [
-        await api.get("/api/v1/patients"),
-        await api.client.get("/api/v1/patients"),  # 401
-        await api.get("/api/v1/nothing-here"),  # 404
-        await api.get("/api/v1/patients", params={"x": 1}, role="viewer"),
+        await api.get("/api/patients"),
+        await api.client.get("/api/patients"),  # 401
+        await api.get("/api/nothing-here"),  # 404
+        await api.get("/api/patients", params={"x": 1}, role="viewer"),
         await api.client.get("/healthz"),
     ]
     for response in answers:
@@ -244,8 +244,8 @@ async def test_cors_is_off_unless_configured(
     sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, api: Api
 ) -> None:
     origin = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
-    plain = await api.client.get("/api/v1/patients", headers={**api.auth("nurse"), **origin})
-    preflight = await api.client.options("/api/v1/patients", headers=origin)
+    plain = await api.client.get("/api/patients", headers={**api.auth("nurse"), **origin})
+    preflight = await api.client.options("/api/patients", headers=origin)
     assert "access-control-allow-origin" not in plain.headers
     assert "access-control-allow-origin" not in preflight.headers
 
@@ -256,10 +256,10 @@ async def test_cors_is_off_unless_configured(
     )
     try:
         allowed = await configured.client.options(
-            "/api/v1/patients",
+            "/api/patients",
             headers={"Origin": "https://cc.hospital.example", "Access-Control-Request-Method": "GET"},
         )
-        refused = await configured.client.options("/api/v1/patients", headers=origin)
+        refused = await configured.client.options("/api/patients", headers=origin)
         assert allowed.headers["access-control-allow-origin"] == "https://cc.hospital.example"
         assert "access-control-allow-origin" not in refused.headers
     finally:
@@ -284,11 +284,11 @@ async def test_a_broken_database_gives_503_not_500(
         # Same tokens, but the app now reads a database without tables (as after a failed restore).
         api.app.state.context.sessions = session_factory(broken)
         api.app.state.context.verifier._sessions = session_factory(broken)
-        no_tokens = await api.get("/api/v1/patients")
+        no_tokens = await api.get("/api/patients")
         ready = await api.client.get("/readyz")
         api.app.state.context.verifier._sessions = sessions
         api.app.state.context.verifier._cache.clear()
-        reads = await api.get("/api/v1/alerts")
+        reads = await api.get("/api/alerts")
 
         assert no_tokens.status_code == 503
         assert no_tokens.json()["error"]["code"] == "storage_unavailable"
@@ -342,9 +342,9 @@ async def test_cli_token_create_list_revoke(
 
 @SQLITE_ONLY
 async def test_last_use_of_a_token_is_recorded(api: Api) -> None:
-    assert (await api.get("/api/v1/alerts", role="viewer")).status_code == 200
+    assert (await api.get("/api/alerts", role="viewer")).status_code == 200
 
-    tokens = {item["name"]: item for item in (await api.get("/api/v1/tokens", role="admin")).json()["tokens"]}
+    tokens = {item["name"]: item for item in (await api.get("/api/tokens", role="admin")).json()["tokens"]}
 
     assert tokens["viewer-1"]["last_used_at"] == api.clock.now.isoformat().replace("+00:00", "Z")
     assert tokens["physician-1"]["last_used_at"] is None
@@ -353,9 +353,9 @@ async def test_last_use_of_a_token_is_recorded(api: Api) -> None:
 @SQLITE_ONLY
 async def test_guessing_event_tickets_counts_as_failed_sign_ins(api: Api) -> None:
     for _ in range(10):
-        assert (await api.client.get("/api/v1/events", params={"ticket": "guess"})).status_code == 401
+        assert (await api.client.get("/api/events", params={"ticket": "guess"})).status_code == 401
 
-    limited = await api.client.get("/api/v1/events", params={"ticket": "guess"})
+    limited = await api.client.get("/api/events", params={"ticket": "guess"})
 
     assert limited.status_code == 429
 
@@ -381,12 +381,12 @@ async def test_oversized_bodies_get_413_before_parsing(api: Api) -> None:
             yield big[start : start + 8192]
 
     declared = await api.client.post(
-        f"/api/v1/alerts/{uuid.uuid4()}/resolve",
+        f"/api/alerts/{uuid.uuid4()}/resolve",
         headers={**api.auth("physician"), "Content-Type": "application/json"},
         content=big,
     )
     streamed = await api.client.post(
-        f"/api/v1/alerts/{uuid.uuid4()}/resolve",
+        f"/api/alerts/{uuid.uuid4()}/resolve",
         headers={**api.auth("physician"), "Content-Type": "application/json"},
         content=chunks(),
     )

@@ -61,7 +61,7 @@ async def test_stream_delivers_published_events_with_header_auth(served: tuple[A
     api, url = served
     async with (
         httpx.AsyncClient(base_url=url, timeout=10) as client,
-        client.stream("GET", "/api/v1/events", headers=api.auth("viewer")) as response,
+        client.stream("GET", "/api/events", headers=api.auth("viewer")) as response,
     ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -86,12 +86,12 @@ async def test_stream_ends_when_its_token_is_revoked(served: tuple[Api, str]) ->
     api, url = served
     async with (
         httpx.AsyncClient(base_url=url, timeout=10) as client,
-        client.stream("GET", "/api/v1/events", headers=api.auth("viewer")) as response,
+        client.stream("GET", "/api/events", headers=api.auth("viewer")) as response,
     ):
         lines = response.aiter_lines()
         await _until_connected(lines)
         key_id = api.tokens["viewer"].split("_")[1]
-        revoked = await client.delete(f"/api/v1/tokens/{key_id}", headers=api.auth("admin"))
+        revoked = await client.delete(f"/api/tokens/{key_id}", headers=api.auth("admin"))
         assert revoked.status_code == 204
 
         assert await _next_event(lines) == (CLOSED, {"reason": "token revoked"})
@@ -101,16 +101,16 @@ async def test_stream_ends_when_its_token_is_revoked(served: tuple[Api, str]) ->
 async def test_stream_with_a_single_use_ticket(served: tuple[Api, str]) -> None:
     api, url = served
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        ticket = (await client.post("/api/v1/events/ticket", headers=api.auth("nurse"))).json()["ticket"]
-        async with client.stream("GET", "/api/v1/events", params={"ticket": ticket}) as response:
+        ticket = (await client.post("/api/events/ticket", headers=api.auth("nurse"))).json()["ticket"]
+        async with client.stream("GET", "/api/events", params={"ticket": ticket}) as response:
             assert response.status_code == 200
             lines = response.aiter_lines()
             await _until_connected(lines)
             api.broadcaster.publish("alert", {"alert_id": "a-2"})
             assert await _next_event(lines) == ("alert", {"alert_id": "a-2"})
-            reused = await client.get("/api/v1/events", params={"ticket": ticket})
+            reused = await client.get("/api/events", params={"ticket": ticket})
             assert reused.status_code == 401
-            assert (await client.get("/api/v1/events")).status_code == 401
+            assert (await client.get("/api/events")).status_code == 401
 
 
 async def test_a_slow_subscriber_gets_resync_instead_of_unbounded_memory() -> None:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("backend")
 async def test_patients_sorted_by_risk_then_score_then_time_without_data(api: Api) -> None:
     await seed_ward(api.ingestor)
 
-    response = await api.get("/api/v1/patients")
+    response = await api.get("/api/patients")
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -43,7 +43,7 @@ async def test_patient_detail_with_settings_commands_and_alerts(api: Api) -> Non
     await seed_ward(api.ingestor)
     alert_id = await add_alert(api.sessions, subject="pt-high", priority="high", tier=2, patient_id="pt-high")
 
-    response = await api.get("/api/v1/patients/pt-high")
+    response = await api.get("/api/patients/pt-high")
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -64,7 +64,7 @@ async def test_patient_detail_with_settings_commands_and_alerts(api: Api) -> Non
 
 @SQLITE_ONLY
 async def test_unknown_patient_is_404_with_where(api: Api) -> None:
-    response = await api.get("/api/v1/patients/nobody")
+    response = await api.get("/api/patients/nobody")
 
     assert response.status_code == 404
     error = response.json()["error"]
@@ -81,7 +81,7 @@ async def test_observations_paged_by_cursor_filtered_by_vital_and_time(api: Api)
         params: dict[str, str | int] = {"vital": "respiratory_rate", "limit": 3}
         if cursor:
             params["cursor"] = cursor
-        response = await api.get("/api/v1/patients/pt-low/observations", params=params)
+        response = await api.get("/api/patients/pt-low/observations", params=params)
         assert response.status_code == 200, response.text
         page = response.json()
         seen.extend(item["measured_at"] for item in page["items"])
@@ -94,12 +94,12 @@ async def test_observations_paged_by_cursor_filtered_by_vital_and_time(api: Api)
     assert seen == sorted(seen)
 
     window = await api.get(
-        "/api/v1/patients/pt-low/observations",
+        "/api/patients/pt-low/observations",
         params={"since": at(2).isoformat(), "until": at(5).isoformat()},
     )
     assert [item["value"] for item in window.json()["items"]] == [14, 14, 14]
     both = await api.get(
-        "/api/v1/patients/pt-low/observations",
+        "/api/patients/pt-low/observations",
         params=[("vital", "respiratory_rate"), ("vital", "heart_rate")],
     )
     assert len(both.json()["items"]) == 11
@@ -122,7 +122,7 @@ async def test_bad_observation_queries_are_422_saying_where(
 ) -> None:
     await seed_ward(api.ingestor)
 
-    response = await api.get("/api/v1/patients/pt-low/observations", params=params)
+    response = await api.get("/api/patients/pt-low/observations", params=params)
 
     assert response.status_code == 422, response.text
     assert where in [problem["where"] for problem in response.json()["error"]["problems"]]
@@ -132,7 +132,7 @@ async def test_bad_observation_queries_are_422_saying_where(
 async def test_assessments_of_a_patient(api: Api) -> None:
     await seed_ward(api.ingestor)
 
-    response = await api.get("/api/v1/patients/pt-high/assessments")
+    response = await api.get("/api/patients/pt-high/assessments")
 
     assert response.status_code == 200
     items = response.json()["items"]
@@ -158,7 +158,7 @@ async def test_alert_queue_most_urgent_first_with_next_escalation(api: Api) -> N
         next_escalation_in_s=None,
     )
 
-    response = await api.get("/api/v1/alerts")
+    response = await api.get("/api/alerts")
 
     assert response.status_code == 200
     alerts = response.json()["alerts"]
@@ -166,7 +166,7 @@ async def test_alert_queue_most_urgent_first_with_next_escalation(api: Api) -> N
     assert alerts[0]["age_s"] == pytest.approx(300)
     assert alerts[0]["next_escalation_in_s"] == pytest.approx(0)
     assert alerts[1]["next_escalation_in_s"] == pytest.approx(-300)  # overdue
-    technical = await api.get("/api/v1/alerts", params={"category": "technical"})
+    technical = await api.get("/api/alerts", params={"category": "technical"})
     assert [a["alert_id"] for a in technical.json()["alerts"]] == [str(battery)]
 
 
@@ -185,7 +185,7 @@ async def test_alert_history_pages_newest_first(api: Api) -> None:
         params: dict[str, object] = {"limit": 2}
         if cursor:
             params["cursor"] = cursor
-        page = (await api.get("/api/v1/alerts/history", params=params)).json()
+        page = (await api.get("/api/alerts/history", params=params)).json()
         collected.extend(item["alert_id"] for item in page["items"])
         cursor = page["next_cursor"]
         if cursor is None:
@@ -205,7 +205,7 @@ async def test_gateways_with_devices_backlog_and_technical_alarms(api: Api) -> N
         gateway_id="gw-a",
     )
 
-    response = await api.get("/api/v1/gateways", role="viewer")
+    response = await api.get("/api/gateways", role="viewer")
 
     assert response.status_code == 200
     gateways = {g["gateway_id"]: g for g in response.json()["gateways"]}
@@ -226,17 +226,17 @@ async def test_gateways_with_devices_backlog_and_technical_alarms(api: Api) -> N
     ]
     assert [alarm["alert_id"] for alarm in a["technical_alarms"]] == [str(battery)]
     assert gateways["gw-b"]["online"] is False  # never sent a status
-    one = await api.get("/api/v1/gateways/gw-c")
+    one = await api.get("/api/gateways/gw-c")
     assert one.json()["patients"] == ["pt-low"]
-    assert (await api.get("/api/v1/gateways/gw-z")).status_code == 404
+    assert (await api.get("/api/gateways/gw-z")).status_code == 404
 
 
 async def test_dead_letters_and_ingest_counters_for_admins(api: Api) -> None:
     outcome = await api.ingestor.ingest("wardwatch/v1/gw/gw-x/obs", b"{not json")
     assert outcome.kind is OutcomeKind.DEAD_LETTER
 
-    letters = await api.get("/api/v1/dead-letters", role="admin")
-    counters = await api.get("/api/v1/ingest", role="admin")
+    letters = await api.get("/api/dead-letters", role="admin")
+    counters = await api.get("/api/ingest", role="admin")
 
     assert letters.status_code == 200
     (item,) = letters.json()["items"]
@@ -246,22 +246,22 @@ async def test_dead_letters_and_ingest_counters_for_admins(api: Api) -> None:
     assert counters.json()["counters"]["dead_letters.invalid_json"] == 1
     assert counters.json()["dead_letters_stored"] == {"invalid_json": 1}
     for role in ("nurse", "physician", "viewer", "integration"):
-        assert (await api.get("/api/v1/dead-letters", role=role)).status_code == 403
-        assert (await api.get("/api/v1/ingest", role=role)).status_code == 403
+        assert (await api.get("/api/dead-letters", role=role)).status_code == 403
+        assert (await api.get("/api/ingest", role=role)).status_code == 403
 
 
 async def test_integration_role_never_sees_display_names(api: Api) -> None:
     await seed_ward(api.ingestor)
     named = await api.client.put(
-        "/api/v1/patients/pt-high/display-name",
+        "/api/patients/pt-high/display-name",
         headers=api.auth("admin"),
         json={"display_name": "Ada Lovelace"},
     )
     assert named.status_code == 204
 
     for role, expected in (("viewer", "Ada Lovelace"), ("nurse", "Ada Lovelace"), ("integration", None)):
-        listing = await api.get("/api/v1/patients", role=role)
-        detail = await api.get("/api/v1/patients/pt-high", role=role)
+        listing = await api.get("/api/patients", role=role)
+        detail = await api.get("/api/patients/pt-high", role=role)
         assert listing.json()["patients"][0]["display_name"] == expected
         assert detail.json()["patient"]["display_name"] == expected
 
@@ -275,7 +275,7 @@ async def test_latest_reading_ties_go_to_the_one_stored_last(api: Api) -> None:
         batch("gw-t", 1, [reading("pt-tie", hr, 62, 5), reading("pt-tie", hr, 50, 4)], 7),
     )
 
-    patient = (await api.get("/api/v1/patients/pt-tie")).json()["patient"]
+    patient = (await api.get("/api/patients/pt-tie")).json()["patient"]
 
     assert patient["latest"]["heart_rate"]["value"] == 62
 
@@ -286,7 +286,7 @@ async def test_prometheus_metrics_for_scrapers_only(api: Api) -> None:
     await api.ingestor.ingest("wardwatch/v1/gw/gw-x/obs", b"[")
     await add_alert(api.sessions, subject="pt-high", priority="high", tier=2, patient_id="pt-high")
     await add_alert(api.sessions, subject="pt-low", priority="medium", tier=1, patient_id="pt-low")
-    await api.client.get("/api/v1/patients", headers={"Authorization": "Bearer nope"})
+    await api.client.get("/api/patients", headers={"Authorization": "Bearer nope"})
 
     response = await api.get("/metrics", role="integration")
 

@@ -50,15 +50,15 @@ async def test_alert_raised_by_the_engine_is_acted_on_through_the_api(
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://wardwatch.test"
         ) as client:
-            queue = (await client.get("/api/v1/alerts", headers=nurse)).json()["alerts"]
+            queue = (await client.get("/api/alerts", headers=nurse)).json()["alerts"]
             (alert,) = [item for item in queue if item["patient_id"] == "pt-high"]
             assert alert["priority"] == "high"
 
             refused = await client.post(
-                f"/api/v1/alerts/{alert['alert_id']}/resolve", headers=nurse, json={"note": "ok"}
+                f"/api/alerts/{alert['alert_id']}/resolve", headers=nurse, json={"note": "ok"}
             )
             acknowledged = await client.post(
-                f"/api/v1/alerts/{alert['alert_id']}/acknowledge",
+                f"/api/alerts/{alert['alert_id']}/acknowledge",
                 headers=physician,
                 json={"note": "on my way"},
             )

@@ -25,7 +25,7 @@ async def test_acknowledge_happy_path_goes_through_actions_and_returns_the_trail
     await seed_ward(api.ingestor)
     alert_id = await add_alert(api.sessions, subject="pt-high", priority="high", tier=2, patient_id="pt-high")
 
-    response = await api.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={"note": "calling the patient"})
+    response = await api.post(f"/api/alerts/{alert_id}/acknowledge", json={"note": "calling the patient"})
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -43,7 +43,7 @@ async def test_acknowledge_happy_path_goes_through_actions_and_returns_the_trail
     )
     assert values == {"note": "calling the patient"}
     # Alert writes are audited in alert_events (by the engine), readable through the audit route.
-    audit = await api.get("/api/v1/audit", role="viewer", params={"source": "alert"})
+    audit = await api.get("/api/audit", role="viewer", params={"source": "alert"})
     ((entry,),) = [audit.json()["items"]]
     assert (entry["action"], entry["actor"], entry["source"]) == ("acknowledged", "nurse-1", "alert")
 
@@ -53,7 +53,7 @@ async def test_acknowledge_without_body_is_fine(api: Api) -> None:
     await seed_ward(api.ingestor)
     alert_id = await add_alert(api.sessions, subject="pt-low", priority="medium", tier=1, patient_id="pt-low")
 
-    response = await api.post(f"/api/v1/alerts/{alert_id}/acknowledge")
+    response = await api.post(f"/api/alerts/{alert_id}/acknowledge")
 
     assert response.status_code == 200, response.text
 
@@ -66,7 +66,7 @@ async def test_resolve_without_a_note_is_422_and_nothing_happens(
     await seed_ward(api.ingestor)
     alert_id = await add_alert(api.sessions, subject="pt-low", priority="medium", tier=1, patient_id="pt-low")
 
-    response = await api.post(f"/api/v1/alerts/{alert_id}/resolve", role="physician", json=body)
+    response = await api.post(f"/api/alerts/{alert_id}/resolve", role="physician", json=body)
 
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -83,13 +83,13 @@ async def test_resolve_with_note_escalate_and_snooze(api: Api) -> None:
     )
 
     escalated = await api.post(
-        f"/api/v1/alerts/{high}/escalate", role="physician", json={"note": "to on-call"}
+        f"/api/alerts/{high}/escalate", role="physician", json={"note": "to on-call"}
     )
-    snoozed = await api.post(f"/api/v1/alerts/{medium}/snooze", json={"duration_s": 900, "note": "visit due"})
+    snoozed = await api.post(f"/api/alerts/{medium}/snooze", json={"duration_s": 900, "note": "visit due"})
     resolved = await api.post(
-        f"/api/v1/alerts/{high}/resolve", role="physician", json={"note": "ambulance took over"}
+        f"/api/alerts/{high}/resolve", role="physician", json={"note": "ambulance took over"}
     )
-    again = await api.post(f"/api/v1/alerts/{high}/resolve", role="physician", json={"note": "twice"})
+    again = await api.post(f"/api/alerts/{high}/resolve", role="physician", json={"note": "twice"})
 
     assert escalated.status_code == 200 and escalated.json()["alert"]["tier"] == 3
     assert snoozed.status_code == 200 and snoozed.json()["alert"]["state"] == "snoozed"
@@ -118,12 +118,12 @@ async def test_wrong_role_is_403_audited_and_never_reaches_the_engine(
         api.sessions, subject="pt-high", priority=priority, tier=1, patient_id="pt-high", category=category
     )
 
-    response = await api.post(f"/api/v1/alerts/{alert_id}/{path}", role=role, json=body)
+    response = await api.post(f"/api/alerts/{alert_id}/{path}", role=role, json=body)
 
     assert response.status_code == 403, response.text
     assert response.json()["error"]["code"] == "forbidden"
     assert api.engine.calls == []
-    audit = (await api.get("/api/v1/audit", role="viewer", params={"source": "api"})).json()["items"]
+    audit = (await api.get("/api/audit", role="viewer", params={"source": "api"})).json()["items"]
     assert [(e["actor"], e["outcome"]) for e in audit] == [(f"{role}-1", "forbidden")]
 
 
@@ -134,7 +134,7 @@ async def test_admin_may_acknowledge_a_technical_alert(api: Api) -> None:
         api.sessions, subject="gateway:gw-a", priority="low", tier=1, category="technical", gateway_id="gw-a"
     )
 
-    response = await api.post(f"/api/v1/alerts/{alert_id}/acknowledge", role="admin")
+    response = await api.post(f"/api/alerts/{alert_id}/acknowledge", role="admin")
 
     assert response.status_code == 200, response.text
 
@@ -154,7 +154,7 @@ async def test_policy_refusals_map_to_4xx(api: Api, reason: str, status: int) ->
     alert_id = await add_alert(api.sessions, subject="pt-low", priority="medium", tier=1, patient_id="pt-low")
     api.engine.refuse = ActionRefusedError("refused by the policy", alert_id=alert_id, reason=reason)  # type: ignore[arg-type]
 
-    response = await api.post(f"/api/v1/alerts/{alert_id}/snooze", role="physician", json={"duration_s": 60})
+    response = await api.post(f"/api/alerts/{alert_id}/snooze", role="physician", json={"duration_s": 60})
 
     assert response.status_code == status, response.text
     assert "refused by the policy" in response.json()["error"]["message"]
@@ -162,17 +162,17 @@ async def test_policy_refusals_map_to_4xx(api: Api, reason: str, status: int) ->
 
 @SQLITE_ONLY
 async def test_unknown_alert_404_and_malformed_ids_or_bodies_422_never_500(api: Api) -> None:
-    unknown = await api.post(f"/api/v1/alerts/{uuid.uuid4()}/acknowledge")
-    not_uuid = await api.post("/api/v1/alerts/not-a-uuid/acknowledge")
+    unknown = await api.post(f"/api/alerts/{uuid.uuid4()}/acknowledge")
+    not_uuid = await api.post("/api/alerts/not-a-uuid/acknowledge")
     broken_json = await api.client.post(
-        f"/api/v1/alerts/{uuid.uuid4()}/snooze",
+        f"/api/alerts/{uuid.uuid4()}/snooze",
         headers={**api.auth("nurse"), "Content-Type": "application/json"},
         content=b'{"duration_s": ',
     )
     extra_field = await api.post(
-        f"/api/v1/alerts/{uuid.uuid4()}/snooze", json={"duration_s": 5, "until": "x"}
+        f"/api/alerts/{uuid.uuid4()}/snooze", json={"duration_s": 5, "until": "x"}
     )
-    too_long = await api.post(f"/api/v1/alerts/{uuid.uuid4()}/snooze", json={"duration_s": 10**9})
+    too_long = await api.post(f"/api/alerts/{uuid.uuid4()}/snooze", json={"duration_s": 10**9})
 
     assert unknown.status_code == 404
     assert not_uuid.status_code == 422
@@ -188,7 +188,7 @@ async def test_command_is_stored_published_and_its_acknowledgement_tracked(api: 
     await seed_ward(api.ingestor)
 
     response = await api.post(
-        "/api/v1/patients/pt-high/commands", json={"command": "set_spo2_scale", "scale": 2}
+        "/api/patients/pt-high/commands", json={"command": "set_spo2_scale", "scale": 2}
     )
 
     assert response.status_code == 202, response.text
@@ -197,9 +197,9 @@ async def test_command_is_stored_published_and_its_acknowledgement_tracked(api: 
     assert topic == "wardwatch/v1/gw/gw-a/cmd/set_spo2_scale"
     sent = protocol.decode(protocol.Command, payload)
     assert (sent.message_id, sent.patient_id, sent.issued_by) == (command_id, "pt-high", "nurse-1")
-    state = await api.get(f"/api/v1/commands/{command_id}", role="viewer")
+    state = await api.get(f"/api/commands/{command_id}", role="viewer")
     assert state.json()["state"] == "sent"
-    detail = (await api.get("/api/v1/patients/pt-high")).json()
+    detail = (await api.get("/api/patients/pt-high")).json()
     assert detail["settings"]["spo2_scale"] == 2
     assert detail["settings"]["updated_by"] == "nurse-1"
     assert detail["settings"]["in_effect"]["spo2_scale"] == 1  # the gateway has not scored with it yet
@@ -213,13 +213,13 @@ async def test_command_is_stored_published_and_its_acknowledgement_tracked(api: 
         acked_at=at(700),
     )
     await api.ingestor.ingest(topic_for(ack), protocol.encode(ack))
-    acked = (await api.get(f"/api/v1/commands/{command_id}")).json()
+    acked = (await api.get(f"/api/commands/{command_id}")).json()
     assert (acked["state"], acked["ack_ok"], acked["ack_detail"]) == ("acknowledged", True, "applied")
-    listed = (await api.get("/api/v1/patients/pt-high/commands")).json()
+    listed = (await api.get("/api/patients/pt-high/commands")).json()
     assert [item["command_id"] for item in listed] == [str(command_id)]
-    audit = (await api.get("/api/v1/audit", role="admin", params={"source": "api"})).json()["items"]
+    audit = (await api.get("/api/audit", role="admin", params={"source": "api"})).json()["items"]
     assert [(e["action"], e["target"], e["outcome"]) for e in audit] == [
-        ("POST /api/v1/patients/{patient_id}/commands", f"command:{command_id}", "sent")
+        ("POST /api/patients/{patient_id}/commands", f"command:{command_id}", "sent")
     ]
 
 
@@ -228,7 +228,7 @@ async def test_settings_route_sends_one_command_per_setting(api: Api) -> None:
     await seed_ward(api.ingestor)
 
     response = await api.post(
-        "/api/v1/patients/pt-low/settings", role="physician", json={"on_oxygen": True, "consciousness": "C"}
+        "/api/patients/pt-low/settings", role="physician", json={"on_oxygen": True, "consciousness": "C"}
     )
 
     assert response.status_code == 202, response.text
@@ -237,7 +237,7 @@ async def test_settings_route_sends_one_command_per_setting(api: Api) -> None:
         "set_oxygen",
         "set_consciousness",
     ]
-    empty = await api.post("/api/v1/patients/pt-low/settings", json={})
+    empty = await api.post("/api/patients/pt-low/settings", json={})
     assert empty.status_code == 422
 
 
@@ -245,15 +245,15 @@ async def test_command_errors(api: Api) -> None:
     await seed_ward(api.ingestor)
 
     unknown = await api.post(
-        "/api/v1/patients/pt-nobody/commands", json={"command": "set_oxygen", "on_oxygen": True}
+        "/api/patients/pt-nobody/commands", json={"command": "set_oxygen", "on_oxygen": True}
     )
-    bad = await api.post("/api/v1/patients/pt-low/commands", json={"command": "set_spo2_scale", "scale": 3})
+    bad = await api.post("/api/patients/pt-low/commands", json={"command": "set_spo2_scale", "scale": 3})
     viewer = await api.post(
-        "/api/v1/patients/pt-low/commands", role="viewer", json={"command": "set_oxygen", "on_oxygen": True}
+        "/api/patients/pt-low/commands", role="viewer", json={"command": "set_oxygen", "on_oxygen": True}
     )
     api.broker.fail = True
     down = await api.post(
-        "/api/v1/patients/pt-low/commands", json={"command": "set_oxygen", "on_oxygen": True}
+        "/api/patients/pt-low/commands", json={"command": "set_oxygen", "on_oxygen": True}
     )
 
     assert unknown.status_code == 404
@@ -276,22 +276,22 @@ async def test_display_name_admin_only_audited_without_the_name_and_never_logged
     await seed_ward(api.ingestor)
 
     nurse = await api.client.put(
-        "/api/v1/patients/pt-low/display-name", headers=api.auth("nurse"), json={"display_name": name}
+        "/api/patients/pt-low/display-name", headers=api.auth("nurse"), json={"display_name": name}
     )
     admin = await api.client.put(
-        "/api/v1/patients/pt-low/display-name", headers=api.auth("admin"), json={"display_name": name}
+        "/api/patients/pt-low/display-name", headers=api.auth("admin"), json={"display_name": name}
     )
     control = await api.client.put(
-        "/api/v1/patients/pt-low/display-name", headers=api.auth("admin"), json={"display_name": "a\x00b"}
+        "/api/patients/pt-low/display-name", headers=api.auth("admin"), json={"display_name": "a\x00b"}
     )
-    for path in ("/api/v1/patients", "/api/v1/patients/pt-low", "/api/v1/audit?source=api"):
+    for path in ("/api/patients", "/api/patients/pt-low", "/api/audit?source=api"):
         assert (await api.get(path, role="admin")).status_code == 200
-    await api.post("/api/v1/patients/pt-low/commands", json={"command": "set_oxygen", "on_oxygen": True})
+    await api.post("/api/patients/pt-low/commands", json={"command": "set_oxygen", "on_oxygen": True})
 
     assert nurse.status_code == 403
     assert admin.status_code == 204
     assert control.status_code == 422
-    assert (await api.get("/api/v1/patients/pt-low")).json()["patient"]["display_name"] == name
+    assert (await api.get("/api/patients/pt-low")).json()["patient"]["display_name"] == name
     assert name not in caplog.text
     assert "Grace" not in caplog.text
     for _, payload in api.broker.published:
