@@ -9,8 +9,10 @@ PACKAGES := edge_agent drivers server simulators
 
 test: setup system-packages lint typecheck pytest
 
-# Broker, server and simulated homes on this machine (wardwatch demo --help for DEMO_ARGS).
-demo: setup system-packages
+# Broker, server and simulated homes on this machine (wardwatch demo --help for DEMO_ARGS). Without root and
+# without Mosquitto it goes on: the demo then runs an embedded broker (docs/server.md, "The demo").
+demo: setup
+	-@scripts/ensure-system-packages.sh
 	$(BIN)/wardwatch demo $(DEMO_ARGS)
 
 setup: $(VENV)/.installed

@@ -10,7 +10,8 @@ on the demo's event loop, listens on 127.0.0.1 only (never another interface), a
 without a password, and is gone when the ``async with`` block is left: every connection closed, every task
 ended.
 
-What it offers, and what it does not (amqtt 0.12; ``tests/server/test_embedded_broker.py`` checks each):
+What it offers, and what it does not (amqtt 0.12.1; ``tests/server/test_embedded_broker.py`` checks what
+WardWatch relies on, the rest was observed while writing this module):
 
 - MQTT 3.1.1 only: every client connects with ``protocol_version="3.1.1"``. An MQTT 5 CONNECT is not
   refused with a CONNACK: amqtt waits for bytes that never come, and the client's connect times out.
