@@ -232,16 +232,55 @@ async def run_ingestor(
             slots.release()
 
     try:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         async with asyncio.TaskGroup() as group:
             for chunk in batches:
                 await slots.acquire()
                 group.create_task(store(chunk))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        database_cpu = await backend_cpu_s(url)
     finally:
         await engine.dispose()
-    return {"elapsed_s": elapsed, "readings_per_s": traffic.readings / elapsed,
-            "messages_per_s": len(traffic.messages) / elapsed}  # fmt: skip
+    return {
+        "elapsed_s": elapsed,
+        "readings_per_s": traffic.readings / elapsed,
+        "messages_per_s": len(traffic.messages) / elapsed,
+        **cpu_rates(traffic.readings, cpu, database_cpu),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def backend_cpu_s(url: str) -> float | None:
+    """CPU seconds used so far by the PostgreSQL backends serving ``url``'s database (the pool's
+    connections, opened during the run); None for SQLite, whose work is in this process."""
+    if not url.startswith("postgresql"):
+        return None
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        pids = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await connection.close()
+    total = 0.0
+    for row in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(row["pid"])
+    return total
+
+
+def cpu_rates(readings: int, worker_cpu_s: float, database_cpu_s: float | None) -> dict[str, float]:
+    """Readings per CPU second of the worker process alone and of worker + database backends: what the
+    rate would be with a core each, independent of how busy the shared machine was."""
+    rates = {"worker_cpu_s": worker_cpu_s, "readings_per_worker_cpu_s": readings / worker_cpu_s}
+    if database_cpu_s is not None:
+        rates["database_cpu_s"] = database_cpu_s
+        rates["readings_per_cpu_s_worker_and_db"] = readings / (worker_cpu_s + database_cpu_s)
+    return rates
 
 
 # -- broker mode ------------------------------------------------------------------------------------
