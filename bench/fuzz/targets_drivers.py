@@ -65,8 +65,20 @@ float_values = st.builds(
     st.integers(-enc.FLOAT_MANTISSA_MAX, enc.FLOAT_MANTISSA_MAX),
     st.integers(-128, 127),
 )
-device_times = st.datetimes(min_value=datetime(1582, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)).map(
-    lambda d: d.replace(microsecond=0)
+EDGE_TIMES = (
+    datetime(1582, 1, 1),
+    datetime(1582, 1, 1, 0, 0, 1),
+    datetime(2000, 2, 29, 23, 59, 59),
+    datetime(9999, 12, 31, 23, 59, 59),
+    datetime(9999, 12, 31, 0, 0),
+    datetime(9999, 12, 1, 12, 0),
+)
+"""Calendar edges: a device clock can say anything its fields can hold."""
+device_times = st.one_of(
+    st.datetimes(min_value=datetime(1582, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)).map(
+        lambda d: d.replace(microsecond=0)
+    ),
+    st.sampled_from(EDGE_TIMES),
 )
 time_zones = st.none() | st.integers(-14 * 60, 14 * 60)
 
