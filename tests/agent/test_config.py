@@ -89,3 +89,19 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert config.heartbeat_interval_s == 10
     assert config.broker.url == "mqtts://other:8883"
     assert config.broker.ca_file == Path("/ca.pem")
+
+
+def test_broker_protocol_version_reaches_the_mqtt_settings(tmp_path: Path) -> None:
+    from edge_agent.mqtt import Will
+    from edge_agent.service import Agent
+
+    assert load_config(write(tmp_path, MINIMAL)).broker.protocol_version == "5"
+    older = load_config(write(tmp_path, MINIMAL.replace("[broker]", '[broker]\nprotocol_version = "3.1.1"')))
+    assert older.broker.protocol_version == "3.1.1"
+    will = Will(topic="wardwatch/v1/gw/gw-1/status", payload=b"death")
+    agent = Agent(older, device_factory=lambda _device: pytest.fail("no device is opened"))
+    mqtt = agent._mqtt_settings(will)
+    assert (mqtt.protocol_version, mqtt.persistent_session) == ("3.1.1", True)
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, MINIMAL.replace("[broker]", '[broker]\nprotocol_version = "4"')))
+    assert error.value.key == "broker.protocol_version"

@@ -32,3 +32,10 @@ def test_one_certificate_serves_both_connections_when_no_ingest_certificate_is_s
     ingest = settings.mqtt("x-ingest", connection="ingest")
     assert ingest.tls is not None
     assert ingest.tls.cert_file == tmp_path / "c"
+
+
+def test_broker_protocol_version_applies_to_both_connections() -> None:
+    broker = BrokerSettings(url="mqtt://127.0.0.1:1883", protocol_version="3.1.1")
+    publish, ingest = broker.mqtt("w1-pub"), broker.mqtt("w1-ingest", connection="ingest")
+    assert (publish.protocol_version, ingest.protocol_version) == ("3.1.1", "3.1.1")
+    assert BrokerSettings().mqtt("w1-pub").protocol_version == "5"
