@@ -85,6 +85,10 @@ def register_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
             "installed), a server on SQLite and N simulated homes; print the page URL and a token. Ctrl-C "
             "(or --duration) stops everything."
         ),
+        epilog=(
+            f"mosquitto is looked for on PATH and in {', '.join(SYSTEM_BINARY_DIRS)}; "
+            f"{MOSQUITTO_PATH_VARIABLE} replaces that search path (set it empty to use the embedded broker)."
+        ),
     )
     parser.add_argument("--homes", type=int, default=5, help="simulated homes (default 5)")
     parser.add_argument(
