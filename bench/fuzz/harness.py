@@ -117,14 +117,18 @@ def fuzz_settings(cases: int, *, shrink: bool) -> settings:
 settings.register_profile("wardwatch-fuzz", fuzz_settings(100_000, shrink=True))
 
 
-def run_target(target: Target, cases: int, seed: int) -> Result:
-    """Run ``cases`` hypothesis examples of ``target``; never raises for a failing case."""
+def run_target(target: Target, cases: int, seed: int, *, progress: int = 0) -> Result:
+    """Run ``cases`` cases of ``target``; never raises for a failing case. With ``progress``, print a
+    line every that many cases (long runs)."""
     result = Result(target=target.name, seed=seed)
     started = time.perf_counter()
     with target.open() as check:
 
         def one_case(case: Any) -> None:
             result.cases += 1
+            if progress and result.cases % progress == 0:
+                elapsed = time.perf_counter() - started
+                print(f"  … {target.name}: {result.cases} cases, {elapsed:.0f} s, no failure yet", flush=True)
             try:
                 label = check(case)
             except Exception as exc:
@@ -165,6 +169,16 @@ def run_target(target: Target, cases: int, seed: int) -> Result:
             if result.failures == 0:  # hypothesis itself gave up (e.g. flaky): still a failure
                 result.failures += 1
                 result.first_failure = Failure(case="(none)", error=_clip(repr(exc)))
+        finish = getattr(check, "finish", None)
+        if finish is not None and result.failures == 0:  # a final whole-state check (ingest)
+            try:
+                finish()
+            except Exception as exc:
+                result.failures += 1
+                detail = "".join(traceback.format_exception(exc, limit=-4)).rstrip()
+                result.first_failure = Failure(
+                    case="(final check after all cases)", error=_clip(detail, 4000)
+                )
     result.seconds = time.perf_counter() - started
     return result
 

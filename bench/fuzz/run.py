@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for target in targets:
         seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
-        result = run_target(target, args.cases, seed)
+        result = run_target(target, args.cases, seed, progress=10_000 if args.cases >= 50_000 else 0)
         report(result, args.cases, target.name)
         failed += result.failures > 0
         if args.json is not None:
