@@ -50,6 +50,63 @@ def proc_sample(pid: int) -> tuple[float, float]:
     return rss_kb / 1024, cpu
 
 
+async def start_mosquitto(scratch: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """A Mosquitto on a free loopback port (no persistence, generous queues); (process, port)."""
+    port = free_port()
+    conf = scratch / "mosquitto.conf"
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(
+        f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_inflight_messages 100\nmax_queued_messages 1000000\nmax_connections -1\n"
+    )
+    broker = await asyncio.create_subprocess_exec(
+        shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf), stderr=asyncio.subprocess.DEVNULL
+    )
+    for _ in range(200):
+        with contextlib.suppress(OSError):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        await asyncio.sleep(0.05)
+    return broker, port
+
+
+async def create_database(label: str) -> tuple[asyncpg.Connection, str, str]:
+    """A new database on the machine's PostgreSQL: (admin connection, name, DSN). Drop it with
+    ``DROP DATABASE … WITH (FORCE)`` on the admin connection."""
+    admin = await asyncpg.connect(ADMIN_DSN)
+    database = f"wardwatch_{label}_{uuid.uuid4().hex[:10]}"
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    base = ADMIN_DSN.rsplit("/", 1)[0]
+    return admin, database, f"{base}/{database}"
+
+
+async def start_workers(
+    count: int, dsn: str, port: int, scratch: Path, *, name: str, extra_env: dict[str, str] | None = None
+) -> list[asyncio.subprocess.Process]:
+    """``count`` ``wardwatch server`` processes on the database and broker, sharing the ingest."""
+    env = {
+        **os.environ,
+        "WARDWATCH_SERVER_DATABASE__URL": dsn.replace("postgresql://", "postgresql+asyncpg://"),
+        "WARDWATCH_SERVER_BROKER__URL": f"mqtt://127.0.0.1:{port}",
+        "WARDWATCH_SERVER_INGEST__SHARE_GROUP": name,
+        "WARDWATCH_SERVER_HTTP_ENABLED": "false",
+        "WARDWATCH_SERVER_STATE_DIR": str(scratch / "server"),
+        "WARDWATCH_SERVER_LOG_FORMAT": "text",
+        **(extra_env or {}),
+    }
+    workers = []
+    for n in range(count):
+        log = (scratch / f"worker-{n}.log").open("wb")
+        workers.append(
+            await asyncio.create_subprocess_exec(
+                WARDWATCH, "server", env={**env, "WARDWATCH_SERVER_WORKER_ID": f"{name}-{n}"}, stderr=log
+            )
+        )
+        await asyncio.sleep(3 if n == 0 else 1)  # the first one migrates the database
+    return workers
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -63,44 +120,13 @@ async def main() -> None:
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="wardwatch-soak-"))
-    port = free_port()
-    conf = scratch / "mosquitto.conf"
-    user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_inflight_messages 100\nmax_queued_messages 1000000\nmax_connections -1\n"
-    )
-    broker = await asyncio.create_subprocess_exec(
-        shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf), stderr=asyncio.subprocess.DEVNULL
-    )
-    await asyncio.sleep(1)
-    admin = await asyncpg.connect(ADMIN_DSN)
-    database = f"wardwatch_soak_{uuid.uuid4().hex[:10]}"
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    base = ADMIN_DSN.rsplit("/", 1)[0]
-    dsn = f"{base}/{database}"
-    url = dsn.replace("postgresql://", "postgresql+asyncpg://")
+    broker, port = await start_mosquitto(scratch)
+    admin, database, dsn = await create_database("soak")
     workers = []
     fleet = None
     samples: list[dict[str, Any]] = []
     try:
-        env = {
-            **os.environ,
-            "WARDWATCH_SERVER_DATABASE__URL": url,
-            "WARDWATCH_SERVER_BROKER__URL": f"mqtt://127.0.0.1:{port}",
-            "WARDWATCH_SERVER_INGEST__SHARE_GROUP": "soak",
-            "WARDWATCH_SERVER_HTTP_ENABLED": "false",
-            "WARDWATCH_SERVER_STATE_DIR": str(scratch / "server"),
-            "WARDWATCH_SERVER_LOG_FORMAT": "text",
-        }
-        for n in range(args.workers):
-            log = (scratch / f"worker-{n}.log").open("wb")
-            workers.append(
-                await asyncio.create_subprocess_exec(
-                    WARDWATCH, "server", env={**env, "WARDWATCH_SERVER_WORKER_ID": f"soak-{n}"}, stderr=log
-                )
-            )
-            await asyncio.sleep(3 if n == 0 else 1)  # the first one migrates the database
+        workers = await start_workers(args.workers, dsn, port, scratch, name="soak")
         summary_path = scratch / "fleet.json"
         progress_path = scratch / "progress.jsonl"
         fleet = await asyncio.create_subprocess_exec(

@@ -1,0 +1,207 @@
+"""End-to-end latency: a home's message -> stored -> receipt, and an assessment -> its alert on the cc topic.
+
+Run by hand; results go to docs/benchmarks.md ("Server ingest and end-to-end latency (issue 7)"):
+
+    .venv/bin/python bench/bench_latency.py --homes 1000 --minutes 3 --workers 1 --runs 3
+
+Each run starts its own Mosquitto on a free loopback port, a fresh PostgreSQL database and ``--workers``
+``wardwatch server`` processes (the helpers of ``bench/soak.py``), then ``wardwatch sim fleet`` with
+``--homes`` gateways at the fleet's default cadence (6 readings per second per home in one batch a second)
+for ``--minutes``. A fraction of the homes (``--deteriorating``, split between the sepsis and bleed
+scenarios) starts at ``--scenario-hour`` of their scenario, where NEWS2 is 5 and rising, so the escalation
+engine raises and updates alerts throughout the run; the others are stable. Homes send an assessment every
+``--score-interval`` seconds.
+
+A probe in this process subscribes to every gateway's obs, score, event and receipt topics and to
+``wardwatch/v1/cc/alerts``, and measures, on the machine's one clock:
+
+* **alert**: an assessment's ``sent_at`` (the simulated gateway's clock when it handed the message to its
+  MQTT client) -> the ``raised``/``updated`` clinical alert it caused arriving on the cc topic. The cause is
+  the patient's latest assessment with the alert's total seen before the alert.
+* **stored**: a message's ``sent_at`` -> ``stored_at`` in the receipt the worker sent (its commit time).
+* **receipt**: a message's ``sent_at`` -> the receipt for it arriving at a gateway's topic.
+
+Everything is bounded: the run stops after ``--minutes`` plus the fleet's drain, and the probe keeps only
+unmatched messages (a receipt or an alert removes what it matched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict, deque
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from soak import WARDWATCH, create_database, proc_sample, start_mosquitto, start_workers
+
+from edge_agent.mqtt import MqttClient, MqttSettings
+from edge_agent.protocol import CC_ALERT_TOPIC, GatewayChannel, gateway_filter, parse_gateway_topic
+from simulators.fleet.latency import LatencyHistogram
+
+
+class Probe:
+    """Matches receipts and alerts to the messages that caused them."""
+
+    def __init__(self) -> None:
+        self.sent_at: dict[tuple[str, int], float] = {}
+        """(gateway, seq) -> sent_at (Unix seconds) of messages without a receipt yet."""
+        self.scores: dict[str, deque[tuple[int, float]]] = defaultdict(lambda: deque(maxlen=16))
+        """patient -> recent (total, sent_at) of its assessments."""
+        self.alert = LatencyHistogram()
+        self.stored = LatencyHistogram()
+        self.receipt = LatencyHistogram()
+        self.alerts_seen = 0
+        self.alerts_unmatched = 0
+        self.receipts_unmatched = 0
+        self.all_receipted = asyncio.Event()
+        """Set whenever every message seen so far has its receipt."""
+
+    def take(self, topic: str, payload: bytes, received: float) -> None:
+        body = json.loads(payload)
+        if topic == CC_ALERT_TOPIC:
+            self._alert(body, received)
+            return
+        where = parse_gateway_topic(topic)
+        if where.channel is GatewayChannel.RECEIPT:
+            stored_at = datetime.fromisoformat(body["stored_at"]).timestamp()
+            for seq in body["seqs"]:
+                sent = self.sent_at.pop((where.gateway_id, seq), None)
+                if sent is None:
+                    self.receipts_unmatched += 1
+                    continue
+                self.receipt.record(max(0.0, received - sent))
+                self.stored.record(max(0.0, stored_at - sent))
+            if not self.sent_at:
+                self.all_receipted.set()
+            return
+        sent = datetime.fromisoformat(body["sent_at"]).timestamp()
+        self.sent_at[(where.gateway_id, body["seq"])] = sent
+        self.all_receipted.clear()
+        if where.channel is GatewayChannel.SCORE:
+            self.scores[body["patient_id"]].append((body["total"], sent))
+
+    def _alert(self, body: dict[str, Any], received: float) -> None:
+        if body["category"] != "clinical" or body["action"] not in ("raised", "updated"):
+            return
+        self.alerts_seen += 1
+        for total, sent in reversed(self.scores.get(body.get("patient_id") or "", ())):
+            if total == body.get("total") and sent <= received:
+                self.alert.record(received - sent)
+                return
+        self.alerts_unmatched += 1
+
+
+async def probe_loop(port: int, probe: Probe, ready: asyncio.Event) -> None:
+    settings = MqttSettings(host="127.0.0.1", port=port, client_id="bench-latency-probe", clean_start=True)
+    async with MqttClient(settings) as client:
+        channels = (GatewayChannel.OBS, GatewayChannel.SCORE, GatewayChannel.EVENT, GatewayChannel.RECEIPT)
+        await client.subscribe(*(gateway_filter(c) for c in channels), CC_ALERT_TOPIC, qos=0)
+        ready.set()
+        async for message in client.messages():
+            probe.take(message.topic, message.payload, time.time())
+
+
+async def one_run(args: argparse.Namespace) -> dict[str, Any]:
+    scratch = Path(tempfile.mkdtemp(prefix="wardwatch-latency-"))
+    broker, port = await start_mosquitto(scratch)
+    admin, database, dsn = await create_database("latency")
+    workers: list[asyncio.subprocess.Process] = []
+    fleet = None
+    probe = Probe()
+    try:
+        workers = await start_workers(args.workers, dsn, port, scratch, name="latency")
+        cpu_before = [proc_sample(w.pid)[1] for w in workers]
+        ready = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            listening = group.create_task(probe_loop(port, probe, ready), name="latency probe")
+            await ready.wait()
+            summary_path = scratch / "fleet.json"
+            share = args.deteriorating / 2
+            fleet = await asyncio.create_subprocess_exec(
+                WARDWATCH, "sim", "fleet", "--homes", str(args.homes), "--broker", f"mqtt://127.0.0.1:{port}",
+                "--duration", str(args.minutes * 60), "--score-interval", str(args.score_interval),
+                "--scenario", f"stable={1 - args.deteriorating}", "--scenario", f"sepsis={share}",
+                "--scenario", f"bleed={share}", "--scenario-hour", str(args.scenario_hour),
+                "--json-summary", str(summary_path),
+                stdout=asyncio.subprocess.DEVNULL, stderr=(scratch / "fleet.log").open("wb"),
+            )  # fmt: skip
+            started = time.monotonic()
+            await fleet.wait()
+            elapsed = time.monotonic() - started
+            cpu = [proc_sample(w.pid)[1] - before for w, before in zip(workers, cpu_before, strict=True)]
+            with contextlib.suppress(TimeoutError):  # receipts for the last messages
+                await asyncio.wait_for(probe.all_receipted.wait(), args.drain_s)
+            listening.cancel()
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    finally:
+        for process in [fleet, *workers, broker]:
+            if process is not None and process.returncode is None:
+                process.terminate()
+                await process.wait()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+    return {
+        "alert": probe.alert.summary().as_dict(),
+        "stored": probe.stored.summary().as_dict(),
+        "receipt": probe.receipt.summary().as_dict(),
+        "alerts_seen": probe.alerts_seen,
+        "alerts_unmatched": probe.alerts_unmatched,
+        "messages_without_receipt": len(probe.sent_at),
+        "receipts_unmatched": probe.receipts_unmatched,
+        "fleet": {
+            "observations": summary.get("observations"),
+            "latency": summary.get("latency"),
+            "exit_code": fleet.returncode if fleet else None,
+        },
+        "worker_cpu_pct": [round(100 * c / elapsed, 1) for c in cpu],
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--homes", type=int, default=1000)
+    parser.add_argument("--minutes", type=float, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--deteriorating", type=float, default=0.2, help="fraction of homes deteriorating")
+    parser.add_argument("--scenario-hour", type=float, default=14.0)
+    parser.add_argument("--score-interval", type=float, default=15.0)
+    parser.add_argument(
+        "--drain-s", type=float, default=60, help="wait at most this long for the last receipts"
+    )
+    parser.add_argument("--out", type=Path, help="write every run as JSON")
+    args = parser.parse_args()
+    if not 0 < args.deteriorating < 1:
+        parser.error("--deteriorating must be between 0 and 1")
+    runs = []
+    for n in range(args.runs):
+        run = await one_run(args)
+        runs.append(run)
+        print(f"run {n + 1}: {json.dumps(run)}", flush=True)
+    summary: dict[str, Any] = {}
+    for measure in ("alert", "stored", "receipt"):
+        for key in ("p50_ms", "p99_ms"):
+            values = [run[measure][key] for run in runs if run[measure][key] is not None]
+            summary[f"{measure}_{key}_median"] = statistics.median(values) if values else None
+    summary["alerts_per_run"] = [run["alert"]["count"] for run in runs]
+    print(json.dumps(summary, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "runs": runs}, indent=2))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
