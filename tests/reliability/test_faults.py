@@ -3,8 +3,8 @@
 Real parts only: Mosquitto with persistence, edge-agent processes reading counting devices, two server
 workers on PostgreSQL sharing the ingest through ``$share/…``. While the devices produce, the test
 kill -9s agents, kill -9s Mosquitto, kills a server worker mid-stream (started again at once, or never),
-cuts every PostgreSQL connection just after, and freezes a gateway (SIGSTOP) so that only its missing
-heartbeats can tell.
+takes the database down just after (every connection cut, new ones refused for a while), and freezes a
+gateway (SIGSTOP) so that only its missing heartbeats can tell.
 
 Pass rule:
 - every reading a device handed over is stored exactly once (expected == stored; a reading a device
@@ -37,7 +37,7 @@ import asyncpg
 import pytest
 from support.broker import MosquittoBroker
 from support.crash_agent import index_of
-from support.postgres import fresh_database
+from support.postgres import ADMIN_DSN, fresh_database
 from support.processes import Proc, wait_until
 
 FULL = os.environ.get("WARDWATCH_RELIABILITY") == "full"
@@ -50,6 +50,8 @@ RECEIPT_TIMEOUT_S = 10.0
 """The gateways send unconfirmed messages again after this long (60 s by default)."""
 INGEST_SESSION_EXPIRY_S = 5
 """How long the broker keeps a worker's ingest session after it disconnected (60 s by default)."""
+DATABASE_DOWN_S = 3.0
+"""How long the database refuses connections after cutting them all (as while PostgreSQL restarts)."""
 WARDWATCH = str(Path(sys.executable).parent / "wardwatch")
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
@@ -226,15 +228,20 @@ async def test_ledger_holds_through_agent_broker_worker_and_database_faults(
             if "worker" in faults:
                 await workers[0].start(ready="ready")
 
-        # 4. every PostgreSQL connection cut at once (what a database restart does to the workers)
-        admin = await asyncpg.connect(dsn)
-        database = await admin.fetchval("SELECT current_database()") if "pg" in faults else "-"
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            database,
-        )
-        await admin.close()
+        # 4. the database restarts: every connection cut at once, and new ones refused for a while (the
+        # machine's PostgreSQL serves other databases, so this database alone is taken down)
+        if "pg" in faults:
+            database = dsn.rsplit("/", 1)[1]
+            admin = await asyncpg.connect(ADMIN_DSN)  # another database: this one is going down
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = $1",
+                database,
+            )
+            await asyncio.sleep(DATABASE_DOWN_S)  # the outage itself
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            await admin.close()
         await wait_until(await grown(RATE), 60, "readings after the database connections were cut")
 
         # 5. a gateway freezes: no death, no TCP close, only its heartbeats stop
