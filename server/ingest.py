@@ -343,6 +343,11 @@ class Ingestor:
             return decode_gateway_message(topic, payload)
         except ProtocolError as exc:
             return _Rejected(_classify(exc), str(exc), where.gateway_id)
+        except Exception as exc:  # a decoder bug must not stop ingest (the fuzzer found one: OverflowError)
+            logger.exception("decoding a message on %.200r failed on a server bug", topic)
+            return _Rejected(
+                DeadLetterReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", where.gateway_id
+            )
 
     # -- transactions ---------------------------------------------------------------------------------
 
