@@ -299,7 +299,7 @@ async def mosquitto(scratch: Path, queued: int) -> AsyncIterator[int]:
     user = "user root\n" if os.geteuid() == 0 else ""
     conf.write_text(
         f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        f"max_inflight_messages 100\nmax_queued_messages {queued + 1000}\nmax_queued_bytes 0\n"
+        f"max_inflight_messages 1000\nmax_queued_messages {queued + 1000}\nmax_queued_bytes 0\n"
         "set_tcp_nodelay true\n"
     )
     broker = await asyncio.create_subprocess_exec(
@@ -319,10 +319,19 @@ async def mosquitto(scratch: Path, queued: int) -> AsyncIterator[int]:
 
 
 async def run_broker(
-    traffic: Traffic, url: str, scratch: Path, *, batch: int, concurrency: int, pool_size: int
+    traffic: Traffic,
+    url: str,
+    scratch: Path,
+    *,
+    batch: int,
+    concurrency: int,
+    pool_size: int,
+    receive_maximum: int,
 ) -> dict[str, Any]:
     async with mosquitto(scratch, len(traffic.messages)) as port:
-        settings = MqttSettings(host="127.0.0.1", port=port, client_id=f"bench-ingest-{port}")
+        settings = MqttSettings(
+            host="127.0.0.1", port=port, client_id=f"bench-ingest-{port}", receive_maximum=receive_maximum
+        )
         engine = create_engine(url, pool_size=pool_size)
         ingestor = Ingestor(session_factory(engine))
         stored_readings = 0
@@ -361,18 +370,20 @@ async def run_broker(
                     await window.acquire()
                     group.create_task(publish(topic, payload))
         try:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             async with asyncio.TaskGroup() as group:
                 running = group.create_task(consumer.run())
                 await consumer.wait_acknowledged(len(traffic.messages))
-                finished = time.perf_counter()
+                finished, cpu = time.perf_counter(), time.process_time() - cpu_started
                 running.cancel()
+            database_cpu = await backend_cpu_s(url)
         finally:
             await engine.dispose()
     steady = 0.8 * total / (marks[0.9] - marks[0.1])
     return {"elapsed_s": finished - started, "readings_per_s": steady,
             "readings_per_s_whole": total / (finished - started),
-            "messages_per_s": len(traffic.messages) / (finished - started)}  # fmt: skip
+            "messages_per_s": len(traffic.messages) / (finished - started),
+            **cpu_rates(total, cpu, database_cpu)}  # fmt: skip
 
 
 # -- main -------------------------------------------------------------------------------------------
@@ -392,6 +403,12 @@ async def main() -> None:
         "--concurrency", type=int, default=8, help="transactions in flight (consumer default)"
     )
     parser.add_argument("--pool-size", type=int, default=5, help="database pool size (server default)")
+    parser.add_argument(
+        "--receive-maximum",
+        type=int,
+        default=100,
+        help="broker mode: the consumer's MQTT receive maximum (edge_agent.mqtt default 100)",
+    )
     parser.add_argument(
         "--traffic-cache", type=Path, help="keep the generated traffic in this file and reuse it"
     )
@@ -430,7 +447,7 @@ async def main() -> None:
                         else:
                             run = await run_broker(
                                 traffic, url, scratch, batch=args.batch, concurrency=args.concurrency,
-                                pool_size=args.pool_size,
+                                pool_size=args.pool_size, receive_maximum=args.receive_maximum,
                             )  # fmt: skip
                         check_complete(traffic, await stored_counts(url))
                     runs.append(run)
