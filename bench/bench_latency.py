@@ -21,7 +21,8 @@ A probe in this process subscribes to every gateway's obs, score, event and rece
 * **stored**: a message's ``sent_at`` -> ``stored_at`` in the receipt the worker sent (its commit time).
 * **receipt**: a message's ``sent_at`` -> the receipt for it arriving at a gateway's topic.
 
-Everything is bounded: the run stops after ``--minutes`` plus the fleet's drain, and the probe keeps only
+Messages sent during the first ``--warmup-s`` seconds (the connection ramp, every home's birth and device
+events at once) are matched but not counted. Everything is bounded: the run stops after ``--minutes`` plus the fleet's drain, and the probe keeps only
 unmatched messages (a receipt or an alert removes what it matched).
 """
 
@@ -54,6 +55,8 @@ class Probe:
     """Matches receipts and alerts to the messages that caused them."""
 
     def __init__(self) -> None:
+        self.record_after = float("inf")
+        """Latencies of messages sent before this (Unix seconds: the fleet's start-up) are not recorded."""
         self.sent_at: dict[tuple[str, int], float] = {}
         """(gateway, seq) -> sent_at (Unix seconds) of messages without a receipt yet."""
         self.scores: dict[str, deque[tuple[int, float]]] = defaultdict(lambda: deque(maxlen=16))
@@ -80,8 +83,9 @@ class Probe:
                 if sent is None:
                     self.receipts_unmatched += 1
                     continue
-                self.receipt.record(max(0.0, received - sent))
-                self.stored.record(max(0.0, stored_at - sent))
+                if sent >= self.record_after:
+                    self.receipt.record(max(0.0, received - sent))
+                    self.stored.record(max(0.0, stored_at - sent))
             if not self.sent_at:
                 self.all_receipted.set()
             return
@@ -97,7 +101,8 @@ class Probe:
         self.alerts_seen += 1
         for total, sent in reversed(self.scores.get(body.get("patient_id") or "", ())):
             if total == body.get("total") and sent <= received:
-                self.alert.record(received - sent)
+                if sent >= self.record_after:
+                    self.alert.record(received - sent)
                 return
         self.alerts_unmatched += 1
 
@@ -137,6 +142,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
                 stdout=asyncio.subprocess.DEVNULL, stderr=(scratch / "fleet.log").open("wb"),
             )  # fmt: skip
             started = time.monotonic()
+            probe.record_after = time.time() + args.warmup_s
             await fleet.wait()
             elapsed = time.monotonic() - started
             cpu = [proc_sample(w.pid)[1] - before for w, before in zip(workers, cpu_before, strict=True)]
@@ -179,6 +185,12 @@ async def main() -> None:
     parser.add_argument("--deteriorating", type=float, default=0.2, help="fraction of homes deteriorating")
     parser.add_argument("--scenario-hour", type=float, default=14.0)
     parser.add_argument("--score-interval", type=float, default=15.0)
+    parser.add_argument(
+        "--warmup-s",
+        type=float,
+        default=30,
+        help="leave out messages sent in the first seconds (births, device events, connection ramp)",
+    )
     parser.add_argument(
         "--drain-s", type=float, default=60, help="wait at most this long for the last receipts"
     )
