@@ -22,8 +22,8 @@ A probe in this process subscribes to every gateway's obs, score, event and rece
 * **receipt**: a message's ``sent_at`` -> the receipt for it arriving at a gateway's topic.
 
 Messages sent during the first ``--warmup-s`` seconds (the connection ramp, every home's birth and device
-events at once) are matched but not counted. Everything is bounded: the run stops after ``--minutes`` plus the fleet's drain, and the probe keeps only
-unmatched messages (a receipt or an alert removes what it matched).
+events at once) are matched but not counted. Everything is bounded: the run stops after ``--minutes``
+plus the fleet's drain, and the probe keeps only unmatched messages (a receipt removes what it matched).
 """
 
 from __future__ import annotations
