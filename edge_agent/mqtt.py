@@ -296,6 +296,9 @@ class MqttClient:
                 await self._misc_task
             self._misc_task = None
         self._detach_socket()
+        sock = self._paho.socket()
+        if sock is not None:  # a connect that timed out or was refused: paho would leave it to the GC
+            sock.close()
         if self._closed is not None and not self._closed.is_set():
             self._fail_pending(ConnectionLost("client closed"))
             self._closed.set()

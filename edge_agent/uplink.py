@@ -89,6 +89,9 @@ class UplinkOptions:
     """Publish again a message whose receipt has not come this long after its PUBACK."""
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1, maximum_s=60))
     clock: Callable[[], float] = field(default=time.time)
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
+    """How the heartbeat waits its interval: on the same clock as ``clock`` (a simulated home running
+    faster than real time passes its clock's sleep, so the server, on that clock too, sees beats on time)."""
 
 
 class Uplink:
@@ -187,7 +190,7 @@ class Uplink:
     async def _beat(self, client: MqttClient, session: int) -> None:
         topic = gateway_topic(self.gateway_id, GatewayChannel.STATUS)
         while True:
-            await asyncio.sleep(self.options.heartbeat_interval_s)
+            await self.options.sleep(self.options.heartbeat_interval_s)
             await client.publish(topic, await self._heartbeat_payload("heartbeat", session), retain=True)
 
     async def _drain(self, client: MqttClient) -> None:

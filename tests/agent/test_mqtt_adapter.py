@@ -94,6 +94,32 @@ async def test_no_broker_is_a_connect_failure() -> None:
             pass
 
 
+async def test_a_connect_that_times_out_closes_its_socket() -> None:
+    """A peer that accepts TCP but never answers CONNACK: the client gives up and closes the connection
+    (it used to leave the socket to the garbage collector)."""
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put((reader, writer))
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = MqttSettings(host="127.0.0.1", port=port, client_id="silent-peer", connect_timeout_s=0.5)
+    try:
+        with pytest.raises(ConnectFailed):
+            async with MqttClient(settings):
+                pass
+        reader, writer = await asyncio.wait_for(accepted.get(), 5)
+        async with asyncio.timeout(5):
+            while await reader.read(4096):  # the CONNECT packet, then end of stream when the client closes
+                pass
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_broker_death_fails_pending_work_and_fires_the_will(
     broker: MosquittoBroker, broker_factory: Callable[..., MosquittoBroker], topic_prefix: str
 ) -> None:

@@ -291,3 +291,31 @@ async def test_lost_messages_are_sent_again_while_readings_keep_coming(
                     await task
     assert still_producing
     assert max(received) >= 50  # new readings flowed meanwhile
+
+
+async def test_heartbeats_wait_on_the_clock_the_options_give(
+    broker: MosquittoBroker, tmp_path: Path, gateway_id: str
+) -> None:
+    """A simulated home at speed F passes its clock's sleep: a 30 s interval then passes in 30/F real s."""
+    waits: list[float] = []
+
+    async def fast_sleep(seconds: float) -> None:  # a simulated clock running 1,000 times faster
+        waits.append(seconds)
+        await asyncio.sleep(seconds / 1000)
+
+    beats = 0
+    async with (
+        MqttClient(MqttSettings.from_url(broker.url, client_id=f"watch-{gateway_id}")) as watcher,
+        Outbox(tmp_path / "outbox.db", gateway_id) as outbox,
+    ):
+        await watcher.subscribe(gateway_topic(gateway_id, "status"))
+        async with running_uplink(broker, outbox, gateway_id, heartbeat_interval_s=30.0, sleep=fast_sleep):
+            async with asyncio.timeout(10):  # at speed 1 the third heartbeat would take 90 s
+                async for message in watcher.messages():
+                    status = decode(GatewayStatus, message.payload)
+                    if status.state == "heartbeat":
+                        beats += 1
+                        if beats == 3:
+                            break
+    assert beats == 3
+    assert waits[:3] == [30.0, 30.0, 30.0]
