@@ -26,26 +26,31 @@ import logging
 import os
 import random
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from drivers.ble import gatt
 from drivers.ble.mock import MockPeripheral
 from drivers.ble.transport import BleDevice
 from drivers.reading import Reading, TimeSource, Vital
 from drivers.serial.transport import SerialDevice
+from drivers.transport import Backoff as DriverBackoff
 from drivers.transport import Connected, Device, DeviceEvent, Disconnected
+from edge_agent.backoff import Backoff
 from edge_agent.config import DeviceConfig, GatewayConfig
 from edge_agent.devices import BLE_CHARACTERISTICS
 from edge_agent.protocol import VITALS, QualityFlag, VitalCode
 from edge_agent.service import Agent
 from edge_agent.systemd import Notifier
+from edge_agent.uplink import UplinkOptions
 from simulators.clock import SimClock
 from simulators.devices import gatt_encoders, serial_encoders
-from simulators.physiology import DeviceKind, Patient, Sample, get_scenario
+from simulators.physiology import CADENCES, Cadence, DeviceKind, Patient, Sample, get_scenario
+from simulators.uplink import UplinkChange, UplinkRelay, follow_uplink, is_loopback, uplink_outages
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,8 @@ SPOT_LOOKBACK_S: Final = 24 * 3600
 _PLX_PROBE_OFF: Final = 1 << 11  # PLX device and sensor status: sensor unconnected to user
 _PLX_LOW_PERFUSION: Final = 1 << 5
 _PLX_ERRATIC: Final = 1 << 6
+MIN_REAL_BACKOFF_S: Final = 0.05
+MIN_REAL_RECEIPT_WAIT_S: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,17 +137,23 @@ class SimulatedHome:
         clock: SimClock,
         start_h: float = 0,
         faults: DeviceFaults = NO_FAULTS,
+        cadences: Mapping[DeviceKind, Cadence] | None = None,
     ) -> None:
         get_scenario(scenario)  # fail early on a typo
         self.config = config
         self.clock = clock
         self.faults = faults
         self.devices: dict[str, SimulatedBle | SimulatedSerial | SimulatedPatch] = {}
-        start = clock.now() - timedelta(hours=start_h)  # join the scenario start_h hours in
+        # Join the scenario start_h hours in; hour 0 on a whole second, as device clocks count.
+        start = (clock.now() - timedelta(hours=start_h)).replace(microsecond=0)
         self.patients = {
-            patient.id: Patient(scenario, seed=seed + index, start=start)
+            patient.id: Patient(scenario, seed=seed + index, start=start, cadences=cadences or CADENCES)
             for index, patient in enumerate(config.patients)
         }
+        self.uplink: UplinkRelay | None = None
+        """The relay the agent reaches its broker through, when the scenario takes the uplink down."""
+        self.uplink_changes: list[UplinkChange] = []
+        """When the simulated uplink went down and came back (simulated instants)."""
         self._scratch = Path(tempfile.mkdtemp(prefix="wardwatch-home-"))
 
     def device_factory(self, device: DeviceConfig) -> Device:
@@ -265,6 +278,7 @@ class SimulatedBle:
             device_kind=device.kind,
             characteristics=characteristics,
             device_tz=UTC,
+            backoff=sim_device_backoff(clock, base_s=0.5, cap_s=10.0),
             now=clock.now,
         )
         self._uuid = characteristics[0]
@@ -305,7 +319,15 @@ class SimulatedBle:
 
 
 class SimulatedSerial:
-    """A serial oximeter on a real pseudo-terminal, read through the real ``SerialDevice`` by path."""
+    """A serial oximeter on a real pseudo-terminal, read through the real ``SerialDevice`` by path.
+
+    The gateway's configuration names a stable path (a symlink in the home's scratch directory, like a
+    udev ``/dev/serial/by-id`` link) that points at the current pty's slave. While the scenario says the
+    device is disconnected it is unplugged: the link disappears and the pty is closed, so the driver's
+    read fails (EIO) and its reopen attempts find no device; on replug a new pty appears behind the same
+    path and the driver reconnects by itself. Bytes are written without blocking the event loop; when
+    the gateway does not read, the device waits for room in the pty (nothing is dropped).
+    """
 
     def __init__(
         self,
@@ -320,21 +342,54 @@ class SimulatedSerial:
         self._device, self._patient, self._kind, self._clock, self._link = device, patient, kind, clock, link
         self._faults = faults
         self.transport: SerialDevice | None = None
+        self.unplugs = 0
+        self.replugs = 0
+        self._pty: tuple[int, int] | None = None
 
-    async def readings(self) -> AsyncIterator[Reading | DeviceEvent]:
+    @property
+    def link(self) -> Path:
+        """The stable path the driver opens (it exists only while the device is plugged in)."""
+        return self._link
+
+    @property
+    def plugged(self) -> bool:
+        return self._pty is not None
+
+    def plug(self) -> None:
+        """A new pseudo-terminal appears behind the stable path."""
+        if self._pty is not None:
+            return
         master, slave = os.openpty()
-        slave_path = os.ttyname(slave)
+        os.set_blocking(master, False)
+        fresh = self._link.with_name(f".{self._link.name}.new")
+        with contextlib.suppress(FileNotFoundError):
+            fresh.unlink()
+        fresh.symlink_to(os.ttyname(slave))
+        fresh.replace(self._link)  # atomic: the path never points at a closed pty
+        self._pty = (master, slave)
+
+    def unplug(self) -> None:
+        """The device node disappears and the pty closes: the driver's next read fails."""
+        if self._pty is None:
+            return
         with contextlib.suppress(FileNotFoundError):
             self._link.unlink()
-        self._link.symlink_to(slave_path)
+        master, slave = self._pty
+        self._pty = None
+        os.close(master)
+        os.close(slave)
+
+    async def readings(self) -> AsyncIterator[Reading | DeviceEvent]:
+        self.plug()
         transport = self.transport = SerialDevice(
             device_id=self.device_id,
             kind=self._device.kind,
             port=str(self._link),
             device_tz=UTC,
+            backoff=sim_device_backoff(self._clock, base_s=1.0, cap_s=60.0),
             now=self._clock.now,
         )
-        feeder = asyncio.create_task(self._feed(master), name=f"sim-feed:{self.device_id}")
+        feeder = asyncio.create_task(self._feed(), name=f"sim-feed:{self.device_id}")
         try:
             async with contextlib.aclosing(transport.readings()) as stream:
                 async for item in stream:
@@ -343,15 +398,22 @@ class SimulatedSerial:
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feeder
-            os.close(master)
-            os.close(slave)
+            self.unplug()
 
-    async def _feed(self, master: int) -> None:
+    async def _feed(self) -> None:
         masimo = self._device.kind == "masimo"
         rng = self._faults.rng(self.device_id)
         async for sample in _samples_in_time(self._patient, self._kind, self._clock):
             if not self._patient.device_connected(self._kind, sample.t_s):
-                continue  # unplugged: silence
+                if self.plugged:
+                    self.unplug()
+                    self.unplugs += 1
+                    log.info("%s: unplugged at scenario hour %.3f", self.device_id, sample.t_s / 3600)
+                continue
+            if not self.plugged:
+                self.plug()
+                self.replugs += 1
+                log.info("%s: plugged in again at scenario hour %.3f", self.device_id, sample.t_s / 3600)
             spo2 = _int(sample.values.get(VitalCode.SPO2))
             pulse = _int(sample.values.get(VitalCode.HEART_RATE))
             if masimo:
@@ -364,7 +426,39 @@ class SimulatedSerial:
             else:
                 finger_out = QualityFlag.PROBE_OFF in sample.quality
                 data = serial_encoders.contec_packet(spo2=spo2, pulse=pulse, finger_out=finger_out)
-            os.write(master, self._faults.damage(data, rng))
+            await self._write(self._faults.damage(data, rng))
+
+    async def _write(self, data: bytes) -> None:
+        """Write all of ``data`` to the pty master, waiting (not blocking the loop) while it is full."""
+        loop = asyncio.get_running_loop()
+        view = memoryview(data)
+        while view and self._pty is not None:
+            master = self._pty[0]
+            try:
+                written = os.write(master, view)
+            except BlockingIOError:
+                room: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(master, _resolve, room)
+                try:
+                    await room
+                finally:
+                    loop.remove_writer(master)
+                continue
+            view = view[written:]
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def sim_device_backoff(clock: SimClock, *, base_s: float, cap_s: float) -> DriverBackoff:
+    """A driver's reconnect backoff (``base_s`` .. ``cap_s`` on a real gateway) in simulated time: the
+    real waits shrink with the clock's speed, to no less than ``MIN_REAL_BACKOFF_S``."""
+    speed = clock.speed
+    return DriverBackoff(
+        base_s=max(base_s / speed, MIN_REAL_BACKOFF_S), cap_s=max(cap_s / speed, 10 * MIN_REAL_BACKOFF_S)
+    )
 
 
 class SimulatedPatch:
@@ -439,6 +533,46 @@ def _scenario_settings(scenario: str) -> dict[str, object]:
     return {"spo2_scale": course.spo2_scale, "on_oxygen": course.on_oxygen}
 
 
+def sim_uplink_options(config: GatewayConfig, clock: SimClock) -> UplinkOptions:
+    """The agent's uplink timings with the waits that matter kept in simulated time.
+
+    A real gateway reconnects after 1 to 60 s and republishes a message whose receipt is 60 s late. The
+    agent waits for reconnects in real seconds, so at ``speed`` F the home scales them to 1/F to 60/F real
+    seconds (at least ``MIN_REAL_BACKOFF_S``): an outage of hours ends for the agent seconds after the
+    uplink returns, as it would at speed 1. The receipt timeout is measured on the simulated clock; it is
+    at least ``MIN_REAL_RECEIPT_WAIT_S`` real seconds, so a server's receipt (sent every 0.2 real seconds)
+    arrives before the message is republished. At speed 1 both equal the agent's defaults.
+    """
+    speed = clock.speed
+    return UplinkOptions(
+        heartbeat_interval_s=config.heartbeat_interval_s,
+        clock=lambda: clock.now().timestamp(),
+        backoff=Backoff(
+            initial_s=max(1.0 / speed, MIN_REAL_BACKOFF_S),
+            maximum_s=max(60.0 / speed, 10 * MIN_REAL_BACKOFF_S),
+        ),
+        receipt_timeout_s=max(60.0, MIN_REAL_RECEIPT_WAIT_S * speed),
+    )
+
+
+def _relay_for(url: str) -> tuple[UplinkRelay, str, str | None]:
+    """A relay to the broker at ``url``, the URL scheme, and the host name the agent must use (for TLS)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    agent_host = None
+    if parts.scheme == "mqtts":
+        if not is_loopback(host):
+            raise ValueError(
+                f"broker {url}: a scenario with uplink outages relays the agent's connection through "
+                "loopback, so the broker's TLS certificate must name localhost or a loopback address; "
+                "run the home against a local broker, or pick a scenario without uplink faults"
+            )
+        agent_host = host
+    listen = "::1" if ":" in host else "127.0.0.1"
+    return UplinkRelay(host, port, listen_host=listen), parts.scheme, agent_host
+
+
 async def run_home(
     config: GatewayConfig,
     *,
@@ -448,22 +582,61 @@ async def run_home(
     start_h: float = 0,
     clock: SimClock | None = None,
     faults: DeviceFaults = NO_FAULTS,
+    cadences: Mapping[DeviceKind, Cadence] | None = None,
     on_agent: Callable[[Agent], None] | None = None,
     on_home: Callable[[SimulatedHome], None] | None = None,
 ) -> None:
-    """Run a real agent against simulated devices until cancelled, ``start_h`` hours into the scenario."""
+    """Run a real agent against simulated devices until cancelled, ``start_h`` hours into the scenario.
+
+    When the scenario takes the uplink down, the agent reaches its broker through an
+    :class:`~simulators.uplink.UplinkRelay` that the home cuts for each outage (``home.uplink``).
+    ``cadences`` overrides how often devices measure (e.g. an oximeter once a minute for fast runs).
+    """
     clock = clock or SimClock.starting_now(speed=speed)
-    home = SimulatedHome(config, scenario=scenario, seed=seed, clock=clock, start_h=start_h, faults=faults)
-    if on_home is not None:
-        on_home(home)
-    agent = Agent(
+    home = SimulatedHome(
         config,
-        device_factory=home.device_factory,
-        clock=clock.now,
-        reassess_interval_s=max(0.5, 30 / clock.speed),
-        notifier=Notifier(address=""),
+        scenario=scenario,
+        seed=seed,
+        clock=clock,
+        start_h=start_h,
+        faults=faults,
+        cadences=cadences,
     )
-    if on_agent is not None:
-        on_agent(agent)
-    log.info("simulated home %s: scenario %s, seed %d, speed %g", config.gateway_id, scenario, seed, speed)
-    await agent.run()
+    patient = next(iter(home.patients.values()))
+    relay: UplinkRelay | None = None
+    if uplink_outages(patient):
+        relay, scheme, agent_host = _relay_for(config.broker.url)
+    async with contextlib.AsyncExitStack() as stack:
+        agent_config = config
+        if relay is not None:
+            await stack.enter_async_context(relay)
+            home.uplink = relay
+            broker = config.broker.model_copy(update={"url": relay.url(scheme, agent_host)})
+            agent_config = config.model_copy(update={"broker": broker})
+        if on_home is not None:
+            on_home(home)
+        agent = Agent(
+            agent_config,
+            device_factory=home.device_factory,
+            clock=clock.now,
+            reassess_interval_s=max(0.5, 30 / clock.speed),
+            uplink_options=sim_uplink_options(config, clock),
+            notifier=Notifier(address=""),
+        )
+        if on_agent is not None:
+            on_agent(agent)
+        log.info(
+            "simulated home %s: scenario %s, seed %d, speed %g%s",
+            config.gateway_id,
+            scenario,
+            seed,
+            clock.speed,
+            f", uplink through relay port {relay.port}" if relay is not None else "",
+        )
+        async with asyncio.TaskGroup() as tasks:
+            if relay is not None:
+                tasks.create_task(
+                    follow_uplink(patient, clock, relay, on_change=home.uplink_changes),
+                    name=f"uplink-faults:{config.gateway_id}",
+                )
+            tasks.create_task(agent.run(), name=f"agent:{config.gateway_id}")
