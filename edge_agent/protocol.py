@@ -65,7 +65,10 @@ GatewayId = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
 PatientId = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
 """A pseudonym issued by the programme. Never a name, MRN or other direct identifier."""
 DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
-ShortText = Annotated[str, StringConstraints(max_length=500)]
+# Free text may hold any character but NUL, which PostgreSQL cannot store in text or JSON.
+ShortText = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")]
+Label = Annotated[str, StringConstraints(max_length=64, pattern=r"^[^\x00]*$")]
+"""Short free text (device kinds, software versions, alert conditions, actors)."""
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -306,7 +309,7 @@ class Assessment(SequencedMessage, AssessmentContent):
 class DeviceConnected(WireModel):
     kind: Literal["device_connected"]
     device_id: DeviceId
-    device_kind: Annotated[str, StringConstraints(max_length=64)]
+    device_kind: Label
 
 
 class DeviceDisconnected(WireModel):
@@ -341,7 +344,7 @@ class OutboxEviction(WireModel):
     """The outbox reached its disk quota and dropped the oldest raw observations."""
 
     kind: Literal["outbox_eviction"]
-    evicted_observations: int = Field(ge=1)
+    evicted_observations: int = Field(ge=1, le=2**63 - 1)
     oldest_evicted_at: UtcDatetime
     newest_evicted_at: UtcDatetime
 
@@ -364,7 +367,7 @@ class Event(SequencedMessage, EventContent):
 
 class DeviceState(WireModel):
     device_id: DeviceId
-    device_kind: Annotated[str, StringConstraints(max_length=64)]
+    device_kind: Label
     connected: bool
     battery_pct: int | None = Field(default=None, ge=0, le=100)
     last_reading_at: UtcDatetime | None = None
@@ -379,11 +382,11 @@ class GatewayStatus(WireModel):
 
     gateway_id: GatewayId
     state: Literal["birth", "heartbeat", "death"]
-    session: int = Field(ge=1)
+    session: int = Field(ge=1, le=2**63 - 1)
     sent_at: UtcDatetime
-    software_version: Annotated[str, StringConstraints(max_length=64)]
+    software_version: Label
     heartbeat_interval_s: float = Field(gt=0, le=3600)
-    backlog: int = Field(default=0, ge=0)
+    backlog: int = Field(default=0, ge=0, le=2**63 - 1)
     """Messages in the outbox not yet acknowledged by the broker."""
     oldest_unsent_age_s: float | None = Field(default=None, ge=0)
     devices: list[DeviceState] = Field(default_factory=list, max_length=64)
@@ -466,7 +469,7 @@ class AlertEvent(WireModel):
     alert_id: uuid.UUID
     action: Literal["raised", "updated", "escalated", "acknowledged", "resolved", "snoozed"]
     category: Literal["clinical", "technical"]
-    condition: Annotated[str, StringConstraints(max_length=64)]
+    condition: Label
     patient_id: PatientId | None = None
     gateway_id: GatewayId | None = None
     priority: Literal["low", "medium", "high", "emergency"]
@@ -474,7 +477,7 @@ class AlertEvent(WireModel):
     risk: Risk | None = None
     total: int | None = Field(default=None, ge=0, le=20)
     reason: ShortText
-    actor: Annotated[str, StringConstraints(max_length=64)] | None = None
+    actor: Label | None = None
     at: UtcDatetime
 
 
@@ -488,7 +491,7 @@ class PatientState(WireModel):
     total: int | None = Field(default=None, ge=0, le=20)
     components: dict[str, int | None] = Field(default_factory=dict)
     latest: dict[VitalCode, float] = Field(default_factory=dict)
-    open_alerts: int = Field(ge=0)
+    open_alerts: int = Field(ge=0, le=2**63 - 1)
     gateway_online: bool
 
 

@@ -258,17 +258,19 @@ class Uplink:
                 await self._take_receipt(message.payload)
                 message.ack()
                 continue
-            command_id, ok, detail = await self._apply(message.topic, message.payload)
-            ack = CommandAck(
-                message_id=new_message_id(),
-                gateway_id=self.gateway_id,
-                command_id=command_id,
-                ok=ok,
-                detail=detail[:500],
-                acked_at=datetime.fromtimestamp(self.options.clock(), UTC),
-            )
+            ack = self._acknowledgement(*await self._apply(message.topic, message.payload))
             await client.publish(ack_topic, encode(ack))
             message.ack()
+
+    def _acknowledgement(self, command_id: uuid.UUID, ok: bool, detail: str) -> CommandAck:
+        return CommandAck(
+            message_id=new_message_id(),
+            gateway_id=self.gateway_id,
+            command_id=command_id,
+            ok=ok,
+            detail=detail.replace("\x00", "\\x00")[:500],  # the contract's text holds no NUL
+            acked_at=datetime.fromtimestamp(self.options.clock(), UTC),
+        )
 
     async def _take_receipt(self, payload: bytes) -> None:
         try:

@@ -221,6 +221,12 @@ def _classify(error: ProtocolError) -> DeadLetterReason:
     return DeadLetterReason.SCHEMA_VIOLATION
 
 
+def _refused_as_data(error: DBAPIError) -> bool:
+    """The database refused the values (SQLSTATE class 22 data exception or 23 integrity violation)."""
+    code = getattr(error.orig, "sqlstate", None)
+    return isinstance(code, str) and code[:2] in ("22", "23")
+
+
 def _storage_trouble(error: BaseException) -> bool:
     """Errors of the database rather than of the message: locks, deadlocks, serialization failures,
     lost or refused connections, an exhausted pool, a missing schema. Worth retrying; never the
@@ -364,6 +370,12 @@ class Ingestor:
             except (IntegrityError, DataError) as exc:
                 raise _Rejected(DeadLetterReason.STORAGE_REJECTED, f"database refused: {exc.orig}") from exc
             except Exception as exc:
+                if isinstance(exc, DBAPIError) and _refused_as_data(exc):
+                    # e.g. asyncpg's "invalid byte sequence" (22021) arrives as a plain DBAPIError:
+                    # retrying it would make the message a poison message that blocks ingest.
+                    raise _Rejected(
+                        DeadLetterReason.STORAGE_REJECTED, f"database refused: {exc.orig}"
+                    ) from exc
                 if not _storage_trouble(exc):
                     logger.exception("storing %s failed on a server bug", label)
                     raise _Rejected(DeadLetterReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}") from exc

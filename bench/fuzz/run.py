@@ -44,7 +44,7 @@ def select(targets: list[Target], names: list[str]) -> list[Target]:
     return [t for t in targets if t.name in names or t.group in names]
 
 
-def report(result: Result, cases: int, argv_target: str) -> None:
+def report(result: Result, cases: int, argv_target: str, *, stateless: bool = True) -> None:
     outcomes = ", ".join(f"{label} {count}" for label, count in result.outcomes.most_common())
     status = "ok" if result.failures == 0 else "FAILED"
     print(
@@ -55,12 +55,12 @@ def report(result: Result, cases: int, argv_target: str) -> None:
     if result.note:
         print(f"    note: {result.note}")
     if result.failures:
-        failure = result.minimal_failure or result.first_failure
+        # Stateless targets: hypothesis shrank the failure, the last one is minimal. Stateful ones (a
+        # database): the first failure is the real one, later ones may follow from it.
+        failure = (result.minimal_failure if stateless else None) or result.first_failure
         assert failure is not None
-        print(f"    minimal failing case: {failure.case}")
+        print(f"    {'minimal' if stateless else 'first'} failing case: {failure.case}")
         print("    " + failure.error.replace("\n", "\n    "))
-        if result.first_failure is not None and result.first_failure is not failure:
-            print(f"    first failing case: {result.first_failure.case}")
         print(
             f"    repeat: .venv/bin/python -m bench.fuzz --target {argv_target} --cases {cases} "
             f"--seed {result.seed}",
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     for target in targets:
         seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
         result = run_target(target, args.cases, seed, progress=10_000 if args.cases >= 50_000 else 0)
-        report(result, args.cases, target.name)
+        report(result, args.cases, target.name, stateless=target.stateless)
         failed += result.failures > 0
         if args.json is not None:
             with args.json.open("a", encoding="utf-8") as out:

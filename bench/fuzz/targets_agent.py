@@ -23,7 +23,6 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from bench.fuzz.mutation import hostile_json_bytes, mutate_bytes, mutate_documen
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError, ProtocolError
 from edge_agent.outbox import Outbox
-from edge_agent.protocol import CommandAck, Receipt, decode, encode, gateway_topic, new_message_id
+from edge_agent.protocol import CommandAck, Receipt, decode, encode, gateway_topic
 from edge_agent.service import Agent
 from edge_agent.uplink import Uplink
 
@@ -153,14 +152,7 @@ def command_check(bench: _AgentBench) -> Check:
         )
         require(isinstance(command_id, uuid.UUID), f"command id {command_id!r}")
         require(not detail.startswith("failed"), f"the command handler raised: {detail}")
-        ack = CommandAck(
-            message_id=new_message_id(),
-            gateway_id=GATEWAY,
-            command_id=command_id,
-            ok=ok,
-            detail=detail[:500],
-            acked_at=datetime.now(UTC),
-        )
+        ack = bench.uplink._acknowledgement(command_id, ok, detail)  # what _serve_commands publishes
         require(decode(CommandAck, encode(ack)) == ack, "the acknowledgement does not survive the wire")
         document = None
         with contextlib.suppress(ValueError, RecursionError):
@@ -399,9 +391,9 @@ def _config_target() -> Iterator[Check]:
 
         def check(case: ConfigCase) -> str:
             path.write_bytes(case.text)
-            for name, value in case.env:
-                os.environ[name] = value.replace("\x00", "")
             try:
+                for name, value in case.env:  # the environment holds neither NUL nor lone surrogates
+                    os.environ[name] = value.replace("\x00", "").encode("utf-8", "replace").decode()
                 config = load_config(path)
             except ConfigError as exc:
                 message = str(exc)

@@ -28,3 +28,19 @@ async def test_a_deeply_nested_command_is_refused_not_a_crash() -> None:
     command_id, ok, detail = await uplink._apply(gateway_topic("gw-1", "cmd", "set_oxygen"), deep)
     assert (command_id, ok) == (uuid.UUID(int=0), False)
     assert detail.startswith("rejected: invalid Command: (payload): Invalid JSON: recursion limit exceeded")
+
+
+def test_an_acknowledgement_never_carries_nul() -> None:
+    from edge_agent.protocol import CommandAck, decode, encode
+
+    uplink = Uplink(
+        outbox=None,  # type: ignore[arg-type]
+        gateway_id="gw-1",
+        software_version="test",
+        connection=None,  # type: ignore[arg-type]
+        commands=_never_called,  # type: ignore[arg-type]
+    )
+    # A refusal quotes the payload's unknown key, which may hold NUL; the contract's text may not.
+    ack = uplink._acknowledgement(uuid.UUID(int=0), False, "rejected: invalid Command: a\x00b: Extra inputs")
+    assert ack.detail == "rejected: invalid Command: a\\x00b: Extra inputs"
+    assert decode(CommandAck, encode(ack)) == ack
