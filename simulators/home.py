@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
@@ -61,6 +62,7 @@ PHYSIOLOGY_KIND: Final[dict[str, DeviceKind]] = {
     "ble_blood_pressure": DeviceKind.BLOOD_PRESSURE,
     "ble_thermometer": DeviceKind.THERMOMETER,
     "ble_scale": DeviceKind.WEIGHT_SCALE,
+    "ble_glucose": DeviceKind.GLUCOSE_METER,
     "masimo": DeviceKind.PULSE_OXIMETER_CONTINUOUS,
     "contec": DeviceKind.PULSE_OXIMETER_CONTINUOUS,
     "respiration_patch": DeviceKind.RESPIRATION_MONITOR,
@@ -74,6 +76,7 @@ CONFIG_KIND: Final[dict[DeviceKind, str]] = {
     DeviceKind.BLOOD_PRESSURE: "ble_blood_pressure",
     DeviceKind.THERMOMETER: "ble_thermometer",
     DeviceKind.WEIGHT_SCALE: "ble_scale",
+    DeviceKind.GLUCOSE_METER: "ble_glucose",
     DeviceKind.RESPIRATION_MONITOR: "respiration_patch",
 }
 
@@ -81,6 +84,12 @@ SPOT_LOOKBACK_S: Final = 24 * 3600
 _PLX_PROBE_OFF: Final = 1 << 11  # PLX device and sensor status: sensor unconnected to user
 _PLX_LOW_PERFUSION: Final = 1 << 5
 _PLX_ERRATIC: Final = 1 << 6
+_GLUCOSE_CAPILLARY_WHOLE_BLOOD: Final = 1
+_GLUCOSE_FINGER: Final = 1
+_RACP_REPORT_STORED_RECORDS: Final = 0x01
+_RACP_ALL_RECORDS: Final = 0x01
+_RACP_GREATER_OR_EQUAL: Final = 0x03
+_RACP_SEQUENCE_NUMBER: Final = 0x01
 MIN_REAL_BACKOFF_S: Final = 0.05
 MIN_REAL_RECEIPT_WAIT_S: Final = 2.0
 
@@ -203,9 +212,10 @@ def _int(value: float | None) -> int | None:
 
 
 def encode_gatt(
-    kind: DeviceKind, sample: Sample, device_time: datetime | None = None
+    kind: DeviceKind, sample: Sample, device_time: datetime | None = None, *, sequence: int = 0
 ) -> tuple[str, bytes] | None:
-    """The characteristic and bytes a real peripheral of this kind would notify for this sample."""
+    """The characteristic and bytes a real peripheral of this kind would notify for this sample
+    (``sequence``: a glucose meter's record number)."""
     # SIG Date Time is naive; the simulated devices keep UTC (the transports are told device_tz=UTC).
     at = (device_time or sample.measured_at).replace(tzinfo=None, microsecond=0)
     values = sample.values
@@ -251,11 +261,30 @@ def encode_gatt(
         kg = values.get(VitalCode.BODY_WEIGHT)
         weight = None if kg is None else round(kg * 200) / 200
         return gatt.WEIGHT_MEASUREMENT, gatt_encoders.weight_measurement(weight, timestamp=at)
+    if kind is DeviceKind.GLUCOSE_METER:
+        mg_dl = values.get(VitalCode.BLOOD_GLUCOSE)
+        # Glucose Measurement carries kg/L: 1 mg/dL = 1e-5 kg/L, exact in decimal.
+        kg_l = None if mg_dl is None else Decimal(round(mg_dl)).scaleb(-5)
+        data = gatt_encoders.glucose_measurement(
+            sequence % 0x10000,
+            at,
+            concentration=kg_l,
+            sample_type=_GLUCOSE_CAPILLARY_WHOLE_BLOOD,
+            sample_location=_GLUCOSE_FINGER,
+        )
+        return gatt.GLUCOSE_MEASUREMENT, data
     return None
 
 
 class SimulatedBle:
-    """A BLE peripheral following the patient, read through the real ``BleDevice`` transport."""
+    """A BLE peripheral following the patient, read through the real ``BleDevice`` transport.
+
+    A glucose meter keeps every test in its memory as a numbered record and sends records only when the
+    gateway asks through the Record Access Control Point (all of them, or those from a sequence number
+    on), as real meters do. After each new test it ends the connection (a meter wakes for a test and
+    sleeps after the transfer); the gateway reconnects and asks for the records after the last it has.
+    Tests made while the meter is out of range are delivered at the next connection.
+    """
 
     def __init__(
         self,
@@ -267,10 +296,19 @@ class SimulatedBle:
     ) -> None:
         self.device_id = device.id
         self._patient, self._kind, self._clock, self._faults = patient, kind, clock, faults
+        self._rng = faults.rng(device.id)
         characteristics = BLE_CHARACTERISTICS[device.kind]
+        properties: dict[str, tuple[str, ...]] = {uuid: ("notify", "indicate") for uuid in characteristics}
+        self.records: list[bytes] = []
+        """A glucose meter's stored records; record n has sequence number n (mod 65536)."""
+        self.record_requests: list[bytes] = []
+        """Record Access Control Point requests the gateway wrote (a glucose meter)."""
+        if kind is DeviceKind.GLUCOSE_METER:
+            properties[gatt.RECORD_ACCESS_CONTROL_POINT] = ("write", "indicate")
         self.peripheral = MockPeripheral(
-            {uuid: ("notify", "indicate") for uuid in characteristics},
+            properties,
             battery_level=round(patient.battery_pct(kind, _t(patient, clock))),
+            on_write=self._written if kind is DeviceKind.GLUCOSE_METER else None,
         )
         self.transport = BleDevice(
             device_id=device.id,
@@ -296,10 +334,16 @@ class SimulatedBle:
 
     async def _feed(self) -> None:
         patient, kind, peripheral = self._patient, self._kind, self.peripheral
-        rng = self._faults.rng(self.device_id)
+        meter = kind is DeviceKind.GLUCOSE_METER
         await peripheral.wait_until_subscribed(self._uuid)
         async for sample in _samples_in_time(patient, kind, self._clock):
             t = sample.t_s
+            if meter:  # kept in the meter's memory whether or not the gateway is in reach
+                frame = encode_gatt(
+                    kind, sample, self._faults.device_time(sample), sequence=len(self.records)
+                )
+                if frame is not None:
+                    self.records.append(frame[1])
             connected = patient.device_connected(kind, t) and patient.device_powered(kind, t)
             if not connected:
                 if peripheral.advertising:
@@ -312,10 +356,36 @@ class SimulatedBle:
             battery = round(patient.battery_pct(kind, t))
             if battery != peripheral.battery_level:
                 peripheral.set_battery_level(battery)
+            if meter:
+                peripheral.drop_link()  # the test is done: the meter ends its session, the gateway asks again
+                continue
             frame = encode_gatt(kind, sample, self._faults.device_time(sample))
             if frame is not None:
                 uuid, data = frame
-                peripheral.notify(uuid, self._faults.damage(data, rng))
+                peripheral.notify(uuid, self._faults.damage(data, self._rng))
+
+    def _written(self, uuid: str, request: bytes) -> None:
+        """The gateway wrote a Record Access Control Point request: send the records, then the response."""
+        if uuid != gatt.RECORD_ACCESS_CONTROL_POINT:
+            return
+        self.record_requests.append(request)
+        opcode = request[0] if request else 0
+        first: int | None = None
+        if opcode != _RACP_REPORT_STORED_RECORDS:
+            code = gatt_encoders.RACP_OPCODE_NOT_SUPPORTED
+        elif request[1:2] == bytes([_RACP_ALL_RECORDS]) and len(request) == 2:
+            first, code = 0, gatt_encoders.RACP_SUCCESS
+        elif request[1:3] == bytes([_RACP_GREATER_OR_EQUAL, _RACP_SEQUENCE_NUMBER]) and len(request) == 5:
+            first, code = int.from_bytes(request[3:5], "little"), gatt_encoders.RACP_SUCCESS
+        else:
+            code = gatt_encoders.RACP_OPERATOR_NOT_SUPPORTED
+        if first is not None:
+            wanted = [record for number, record in enumerate(self.records) if number % 0x10000 >= first]
+            if not wanted:
+                code = gatt_encoders.RACP_NO_RECORDS_FOUND
+            for record in wanted:
+                self.peripheral.notify(gatt.GLUCOSE_MEASUREMENT, self._faults.damage(record, self._rng))
+        self.peripheral.notify(gatt.RECORD_ACCESS_CONTROL_POINT, gatt_encoders.racp_response(opcode, code))
 
 
 class SimulatedSerial:

@@ -275,5 +275,18 @@ def glucose_measurement(
     return bytes([flags]) + body
 
 
+RACP_RESPONSE_CODE: Final = 0x06
+RACP_SUCCESS: Final = 0x01
+RACP_OPCODE_NOT_SUPPORTED: Final = 0x02
+RACP_OPERATOR_NOT_SUPPORTED: Final = 0x04
+RACP_NO_RECORDS_FOUND: Final = 0x06
+
+
+def racp_response(request_opcode: int, response_code: int) -> bytes:
+    """0x2A52 Record Access Control Point indication: Response Code, operator Null, the request's op code
+    and the result (``RACP_SUCCESS``, ``RACP_NO_RECORDS_FOUND`` ...)."""
+    return bytes([RACP_RESPONSE_CODE, 0x00, request_opcode & 0xFF, response_code])
+
+
 def battery_level(percent: int) -> bytes:
     return bytes([percent])
