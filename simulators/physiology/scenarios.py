@@ -28,6 +28,10 @@ NEWS2_KIT: Final = (
 )
 """The devices that together give every NEWS2 input (consciousness is entered by a clinician)."""
 
+SEPSIS_KIT: Final = (*NEWS2_KIT, DeviceKind.GLUCOSE_METER)
+"""The NEWS2 kit and a glucose meter: sepsis raises blood glucose (stress hyperglycaemia), which the
+patient checks a few times a day; glucose is stored and forwarded, not scored."""
+
 
 @dataclass(frozen=True, slots=True)
 class RiskBand:
@@ -219,6 +223,7 @@ _SCENARIO_LIST: Final = (
             ),
             first_high_h=(10.0, 19.5),
         ),
+        devices=SEPSIS_KIT,
     ),
     Scenario(
         "copd",
@@ -338,6 +343,7 @@ _SCENARIO_LIST: Final = (
             ),
             first_high_h=(10.0, 19.5),
         ),
+        devices=SEPSIS_KIT,
         faults=(fault(FaultKind.UPLINK_DOWN, 10, 20),),
     ),
 )

@@ -56,8 +56,10 @@ async def test_sepsis_home_reaches_high_risk_through_the_real_drivers(
                 await home
     assert high is not None
     assert high.total >= 7
-    # every vital of the NEWS2 kit arrived, through the BLE PLX, cuff and thermometer bytes and the patch
+    # every vital of the NEWS2 kit arrived, through the BLE PLX, cuff and thermometer bytes and the patch,
+    # and the glucose meter's record (through its Record Access Control Point), stored and forwarded
     assert set(vitals) >= NEWS2_VITALS
+    assert vitals["blood_glucose"] >= 1
     assert devices == {d.id for d in config.devices}
     assert agents[0].devices[config.devices[0].id].connected
 
