@@ -122,12 +122,14 @@ def run_target(target: Target, cases: int, seed: int, *, progress: int = 0) -> R
     line every that many cases (long runs)."""
     result = Result(target=target.name, seed=seed)
     started = time.perf_counter()
+    shown = [started]  # when progress was last printed (at most once a minute)
     with target.open() as check:
 
         def one_case(case: Any) -> None:
             result.cases += 1
-            if progress and result.cases % progress == 0:
-                elapsed = time.perf_counter() - started
+            if progress and result.cases % progress == 0 and time.perf_counter() - shown[0] > 60:
+                shown[0] = time.perf_counter()
+                elapsed = shown[0] - started
                 print(f"  … {target.name}: {result.cases} cases, {elapsed:.0f} s, no failure yet", flush=True)
             try:
                 label = check(case)

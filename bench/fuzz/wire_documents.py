@@ -54,6 +54,13 @@ def timestamps(draw: st.DrawFn) -> str:
 
 
 seqs = st.integers(0, 2**63 - 1) | st.integers(0, 50)
+
+
+def free_text(max_size: int) -> st.SearchStrategy[str]:
+    """Free text as the contract allows it: any character but NUL."""
+    return st.text(st.characters(exclude_characters="\x00"), max_size=max_size)
+
+
 ages = st.none() | st.floats(0, 1e7, allow_nan=False)
 
 
@@ -131,9 +138,9 @@ def event_detail(draw: st.DrawFn) -> dict[str, Any]:
         )
     )
     if kind == "device_connected":
-        return {"kind": kind, "device_id": draw(device_ids), "device_kind": draw(st.text(max_size=64))}
+        return {"kind": kind, "device_id": draw(device_ids), "device_kind": draw(free_text(64))}
     if kind == "device_disconnected":
-        return {"kind": kind, "device_id": draw(device_ids), "reason": draw(st.text(max_size=80))}
+        return {"kind": kind, "device_id": draw(device_ids), "reason": draw(free_text(80))}
     if kind == "battery":
         return {"kind": kind, "device_id": draw(device_ids), "battery_pct": draw(st.integers(0, 100))}
     if kind == "probe_off":
@@ -169,14 +176,14 @@ def status(draw: st.DrawFn, gateway: str) -> dict[str, Any]:
         "state": draw(st.sampled_from(["birth", "heartbeat", "death"])),
         "session": draw(st.integers(1, 2**40)),
         "sent_at": draw(timestamps()),
-        "software_version": draw(st.sampled_from(["0.1.0"]) | st.text(max_size=64)),
+        "software_version": draw(st.sampled_from(["0.1.0"]) | free_text(64)),
         "heartbeat_interval_s": draw(st.floats(0.001, 3600)),
     }
     if draw(st.booleans()):
         document["backlog"] = draw(st.integers(0, 10**9))
         document["oldest_unsent_age_s"] = draw(ages)
         document["clock_synchronized"] = draw(st.none() | st.booleans())
-        document["last_error"] = draw(st.none() | st.text(max_size=100))
+        document["last_error"] = draw(st.none() | free_text(100))
     if draw(st.booleans()):
         document["devices"] = [
             {
@@ -226,7 +233,7 @@ def command_ack(draw: st.DrawFn, gateway: str, command_ids: tuple[str, ...] = ()
         "gateway_id": gateway,
         "command_id": draw(known | any_uuids),
         "ok": draw(st.booleans()),
-        "detail": draw(st.text(max_size=500)),
+        "detail": draw(free_text(500)),
         "acked_at": draw(timestamps()),
     }
 
@@ -249,15 +256,15 @@ def alert_event(draw: st.DrawFn) -> dict[str, Any]:
             st.sampled_from(["raised", "updated", "escalated", "acknowledged", "resolved", "snoozed"])
         ),
         "category": draw(st.sampled_from(["clinical", "technical"])),
-        "condition": draw(st.text(max_size=64)),
+        "condition": draw(free_text(64)),
         "patient_id": draw(st.none() | st.sampled_from(PATIENTS)),
         "gateway_id": draw(st.none() | st.sampled_from(GATEWAYS)),
         "priority": draw(st.sampled_from(["low", "medium", "high", "emergency"])),
         "tier": draw(st.integers(1, 4)),
         "risk": draw(st.none() | st.sampled_from(RISKS)),
         "total": draw(st.none() | st.integers(0, 20)),
-        "reason": draw(st.text(max_size=100)),
-        "actor": draw(st.none() | st.text(max_size=64)),
+        "reason": draw(free_text(100)),
+        "actor": draw(st.none() | free_text(64)),
         "at": draw(timestamps()),
     }
 
