@@ -625,20 +625,28 @@ def sim_uplink_options(config: GatewayConfig, clock: SimClock) -> UplinkOptions:
     )
 
 
+def uplink_relay_problem(url: str) -> str | None:
+    """Why the agent's connection to the broker at ``url`` cannot go through the loopback uplink relay
+    (a TLS broker elsewhere: its certificate names its own host, not loopback), or None."""
+    parts = urlsplit(url)
+    if parts.scheme == "mqtts" and not is_loopback(parts.hostname or ""):
+        return (
+            f"broker {url}: a scenario with uplink outages relays the agent's connection through "
+            "loopback, so the broker's TLS certificate must name localhost or a loopback address; "
+            "run the home against a local broker, or pick a scenario without uplink faults"
+        )
+    return None
+
+
 def _relay_for(url: str) -> tuple[UplinkRelay, str, str | None]:
     """A relay to the broker at ``url``, the URL scheme, and the host name the agent must use (for TLS)."""
+    problem = uplink_relay_problem(url)
+    if problem is not None:
+        raise ValueError(problem)
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-    agent_host = None
-    if parts.scheme == "mqtts":
-        if not is_loopback(host):
-            raise ValueError(
-                f"broker {url}: a scenario with uplink outages relays the agent's connection through "
-                "loopback, so the broker's TLS certificate must name localhost or a loopback address; "
-                "run the home against a local broker, or pick a scenario without uplink faults"
-            )
-        agent_host = host
+    agent_host = host if parts.scheme == "mqtts" else None
     listen = "::1" if ":" in host else "127.0.0.1"
     return UplinkRelay(host, port, listen_host=listen), parts.scheme, agent_host
 

@@ -11,8 +11,9 @@ import sys
 from edge_agent.config import GatewayConfig, load_config
 from edge_agent.errors import ConfigError
 from simulators.clock import ClockError, SimClock, check_speed
-from simulators.home import PHYSIOLOGY_KIND, run_home
+from simulators.home import PHYSIOLOGY_KIND, run_home, uplink_relay_problem
 from simulators.physiology import SCENARIOS
+from simulators.physiology.faults import FaultKind
 
 
 async def _serve(args: argparse.Namespace, config: GatewayConfig) -> None:
@@ -40,6 +41,11 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.config}: devices {', '.join(unsimulated)} have kinds with no simulator", file=sys.stderr
         )
         return 2
+    outages = any(fault.kind is FaultKind.UPLINK_DOWN for fault in SCENARIOS[args.scenario].faults)
+    problem = uplink_relay_problem(config.broker.url) if outages else None
+    if problem is not None:
+        print(f"{args.config}: {problem}", file=sys.stderr)
+        return 2
     with contextlib.suppress(TimeoutError):  # --duration elapsed
         asyncio.run(_serve(args, config))
     return 0
@@ -52,7 +58,8 @@ def register_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
         description=(
             "Run the edge agent with the given gateway.toml, its devices replaced by simulators that speak "
             "the real protocols (BLE GATT bytes, serial lines on pseudo-terminals) and follow a patient "
-            "scenario on a simulated clock."
+            "scenario on a simulated clock. A scenario that takes the uplink down (uplink_loss) cuts the "
+            "agent's broker connection, which it relays through loopback, for each outage."
         ),
     )
     parser.add_argument("--config", required=True, help="gateway.toml of the simulated home")
