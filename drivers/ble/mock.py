@@ -126,7 +126,7 @@ class MockPeripheral:
             raise DeviceNotFoundError("mock peripheral is not advertising")
         if self._client is not None and self._client.connected:
             raise ConnectionFailedError("mock peripheral is already connected")
-        self._subscriptions = {}
+        self._forget_subscriptions()
         self._client = _MockClient(self, on_disconnect)
         self.connections += 1
         return self._client
@@ -160,4 +160,10 @@ class MockPeripheral:
 
     def _gone(self, client: _MockClient) -> None:
         if client is self._client:
-            self._subscriptions = {}
+            self._forget_subscriptions()
+
+    def _forget_subscriptions(self) -> None:
+        # Clear rather than replace the events: a wait_until_subscribed() begun while disconnected must
+        # be woken by the next connection's subscription.
+        for event in self._subscriptions.values():
+            event.clear()
