@@ -335,6 +335,8 @@ class SimulatedBle:
     async def _feed(self) -> None:
         patient, kind, peripheral = self._patient, self._kind, self.peripheral
         meter = kind is DeviceKind.GLUCOSE_METER
+        spot = patient.cadences[kind].period_s is None
+        held: list[Sample] = []
         await peripheral.wait_until_subscribed(self._uuid)
         async for sample in _samples_in_time(patient, kind, self._clock):
             t = sample.t_s
@@ -349,6 +351,8 @@ class SimulatedBle:
                 if peripheral.advertising:
                     peripheral.advertising = False
                     peripheral.drop_link()
+                if spot and not meter:
+                    held.append(sample)  # a cuff or thermometer keeps the reading in its memory
                 continue
             if not peripheral.advertising:
                 peripheral.advertising = True
@@ -359,10 +363,12 @@ class SimulatedBle:
             if meter:
                 peripheral.drop_link()  # the test is done: the meter ends its session, the gateway asks again
                 continue
-            frame = encode_gatt(kind, sample, self._faults.device_time(sample))
-            if frame is not None:
-                uuid, data = frame
-                peripheral.notify(uuid, self._faults.damage(data, self._rng))
+            for taken in (*held, sample):  # stored readings first, with the times they were taken
+                frame = encode_gatt(kind, taken, self._faults.device_time(taken))
+                if frame is not None:
+                    uuid, data = frame
+                    peripheral.notify(uuid, self._faults.damage(data, self._rng))
+            held.clear()
 
     def _written(self, uuid: str, request: bytes) -> None:
         """The gateway wrote a Record Access Control Point request: send the records, then the response."""

@@ -114,3 +114,23 @@ async def test_glucose_meter_records_reach_the_real_driver_once_each_through_rec
     later = [int.from_bytes(r[3:5], "little") for r in meter.record_requests[1:] if r[:3] == b"\x01\x03\x01"]
     assert later and later == sorted(later) and later[0] == 1 and later[-1] < len(arrivals)
     assert meter.transport.parse_errors == 0
+
+
+async def test_a_cuff_out_of_range_keeps_its_reading_and_sends_it_at_its_next_use_in_reach() -> None:
+    # "disconnects": the cuff is out of range from 5 h to 9 h; it is used at 08:00, 14:00, 20:00 local
+    patient = Patient("disconnects", seed=1, start=DEFAULT_START)
+    cuff = DeviceKind.BLOOD_PRESSURE
+    clock = SimClock.starting_now(speed=43200, sim_start=DEFAULT_START + timedelta(hours=4))
+    device = DeviceConfig(id="cuff-1", kind="ble_blood_pressure", patient="pt-1", address="02:00:00:00:00:03")
+    simulated = SimulatedBle(device, patient, cuff, clock)
+    arrivals: dict[int, float] = {}  # t of the measurement -> t of arrival
+    async with asyncio.timeout(30), contextlib.aclosing(simulated.readings()) as stream:
+        async for item in stream:
+            if isinstance(item, Reading) and item.vital.value == "systolic_bp":
+                t = round((item.measured_at - patient.start).total_seconds())
+                arrivals[t] = (clock.now() - patient.start).total_seconds()
+                if t > 10 * 3600:
+                    break
+    [held] = [s.t_s for s in patient.device_samples(cuff, 5 * 3600, 9 * 3600)]
+    assert held in arrivals and arrivals[held] >= 9 * 3600  # delivered after the outage, not lost
+    assert sorted(arrivals) == [s.t_s for s in patient.device_samples(cuff, min(arrivals), max(arrivals) + 1)]
