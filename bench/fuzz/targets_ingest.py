@@ -113,12 +113,25 @@ def _mutated_topic(topic: str, rnd: random.Random) -> str:
     return "/".join(levels)
 
 
+def _fresh(delivery: Delivery, rnd: random.Random) -> Delivery:
+    document = json.loads(delivery.raw)
+    if "message_id" in document:
+        document["message_id"] = docs.uuid7(rnd.getrandbits(122))
+    if "seq" in document:
+        document["seq"] = rnd.randint(0, 200) if rnd.random() < 0.9 else rnd.getrandbits(63)
+    if "session" in document:
+        document["session"] = rnd.randint(1, 20)
+    return Delivery(delivery.topic, json.dumps(document).encode(), True)
+
+
 def derive_case(case: IngestCase, rnd: random.Random) -> IngestCase:
     out = []
     for delivery in case.deliveries:
         choice = rnd.randrange(10)
-        if choice < 2:  # replayed as is (a duplicate once the first copy is stored)
+        if choice < 1:  # replayed as is (a duplicate once the first copy is stored)
             out.append(delivery)
+        elif choice < 3 and delivery.valid:  # a new valid message like it (new id, sequence, session)
+            out.append(_fresh(delivery, rnd))
         elif choice < 7:
             document = json.loads(delivery.raw)
             out.append(Delivery(delivery.topic, hostile_json_bytes(document, rnd), False))
@@ -273,10 +286,16 @@ class IngestBench:
         # Ids this case stored. ingest_many stores a batch's obs/score/event before its status and
         # cmd-ack messages, so a cmd-ack can be the duplicate of a message later in the list that shares
         # its id (a hostile gateway reusing an id across channels; one by one, the first would win).
+        # (Also across gateways: ingest_many stores a batch gateway by gateway.) An ack of a command
+        # that already had one also takes its id.
         batch_ids = {
             outcome.message.message_id  # type: ignore[union-attr]
             for outcome in outcomes
-            if outcome.kind is OutcomeKind.STORED and hasattr(outcome.message, "message_id")
+            if hasattr(outcome.message, "message_id")
+            and (
+                outcome.kind is OutcomeKind.STORED
+                or (outcome.kind is OutcomeKind.DUPLICATE and "already acknowledged" in outcome.detail)
+            )
         }
         labels = []
         dead = []
