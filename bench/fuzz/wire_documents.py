@@ -57,8 +57,8 @@ seqs = st.integers(0, 2**63 - 1) | st.integers(0, 50)
 
 
 def free_text(max_size: int) -> st.SearchStrategy[str]:
-    """Free text as the contract allows it: any character but NUL."""
-    return st.text(st.characters(exclude_characters="\x00"), max_size=max_size)
+    """Free text as the contract allows it: any character but NUL (and no lone surrogates: not UTF-8)."""
+    return st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=max_size)
 
 
 ages = st.none() | st.floats(0, 1e7, allow_nan=False)
