@@ -228,7 +228,9 @@ def test_spot_devices_follow_their_local_schedule(
     for when in local:
         per_day[when.date()] = per_day.get(when.date(), 0) + 1
     whole_days = sorted(per_day)[1:-1]
-    assert len(whole_days) >= 3
+    # 5 days hold at least 2 whole local days between the first and last date with a use (a once-a-day
+    # device whose first and last uses are jittered out of the interval shows only 4 dates)
+    assert len(whole_days) >= 2
     assert all(per_day[day] == len(cadence.times_of_day_h) for day in whole_days)
     samples = [s.t_s for s in patient.device_samples(kind, 0, 5 * DAY)]
     assert samples == times.tolist()
