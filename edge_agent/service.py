@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import assert_type
@@ -89,6 +89,7 @@ class Agent:
         *,
         device_factory: DeviceFactory,
         clock: Callable[[], datetime] = _utc_now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         reassess_interval_s: float = 30.0,
         device_backoff: Callable[[], Backoff] = lambda: Backoff(initial_s=1, maximum_s=300),
         uplink_options: UplinkOptions | None = None,
@@ -97,10 +98,13 @@ class Agent:
         self.config = config
         self._device_factory = device_factory
         self._clock = clock
+        self._sleep = sleep
+        """Waits measured on the patient's clock (re-assessment, the offline local alert); ``clock``'s own
+        sleep when that clock is simulated. Supervision (systemd watchdog, reconnect backoff) stays real."""
         self._reassess_interval_s = reassess_interval_s
         self._device_backoff = device_backoff
         self._uplink_options = uplink_options or UplinkOptions(
-            heartbeat_interval_s=config.heartbeat_interval_s, clock=lambda: clock().timestamp()
+            heartbeat_interval_s=config.heartbeat_interval_s, clock=lambda: clock().timestamp(), sleep=sleep
         )
         self._notifier = notifier or Notifier()
         self.devices = {d.id: DeviceStatus(kind=d.kind) for d in config.devices}
@@ -298,7 +302,7 @@ class Agent:
 
     async def _reassess_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._reassess_interval_s)
+            await self._sleep(self._reassess_interval_s)
             now = self._clock()
             for chart in self.charts.values():
                 assessment = chart.reassess(now=now)
@@ -333,7 +337,7 @@ class Agent:
     async def _local_alert_watch(self) -> None:
         settings = self.config.local_alert
         while True:
-            await asyncio.sleep(min(5.0, settings.after_uplink_down_s / 4))
+            await self._sleep(min(5.0, settings.after_uplink_down_s / 4))
             uplink = self.uplink
             if uplink is None:
                 continue

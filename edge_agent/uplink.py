@@ -19,7 +19,6 @@ logged, counted, shown in the heartbeat (``last_error``) and retried after ``ref
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -189,9 +188,14 @@ class Uplink:
 
     async def _beat(self, client: MqttClient, session: int) -> None:
         topic = gateway_topic(self.gateway_id, GatewayChannel.STATUS)
+        interval, clock = self.options.heartbeat_interval_s, self.options.clock
+        due = clock() + interval
         while True:
-            await self.options.sleep(self.options.heartbeat_interval_s)
+            # On a fixed schedule, so the time a beat takes to build and publish does not add up (the
+            # server declares the gateway offline after 1.5 intervals without one).
+            await self.options.sleep(max(0.0, due - clock()))
             await client.publish(topic, await self._heartbeat_payload("heartbeat", session), retain=True)
+            due = max(due + interval, clock())  # after a long stall, one beat now rather than a burst
 
     async def _drain(self, client: MqttClient) -> None:
         options = self.options
@@ -220,10 +224,24 @@ class Uplink:
                     )
             if pending:
                 continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(options.receipt_timeout_s / 2 if options.receipts else None):
-                    await self.outbox.wait_for_items()
+            await self._idle(options.receipt_timeout_s / 2 if options.receipts else None)
             await asyncio.sleep(options.batch_delay_s)  # let a batch accumulate (time bound)
+
+    async def _idle(self, at_most_s: float | None) -> None:
+        """New items, or ``at_most_s`` on the options' clock passed (time to look for overdue receipts)."""
+        if at_most_s is None:
+            await self.outbox.wait_for_items()
+            return
+        waits = [
+            asyncio.ensure_future(self.outbox.wait_for_items()),
+            asyncio.ensure_future(self.options.sleep(at_most_s)),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def _publish_all(self, client: MqttClient, messages: list[FormedMessage]) -> int:
         """Publish with up to ``window`` in flight; forget the acknowledged ones. Returns refusals."""

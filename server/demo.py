@@ -298,6 +298,9 @@ async def _run_homes(broker: DemoBroker, state_dir: Path, homes: int, clock: Sim
                 scenario=scenario,
                 outbox_path=outboxes / f"{gateway_id}.db",
                 patient_id=f"demo-pt-{index + 1:02d}",
+                # At least 4 real seconds between heartbeats: at 20x a 30 s interval leaves the server a
+                # grace of 0.75 real seconds, and a busy laptop would see gateways flap offline.
+                heartbeat_interval_s=max(30.0, 4.0 * clock.speed),
             )
             if broker.protocol_version != config.broker.protocol_version:
                 config = config.model_copy(

@@ -623,6 +623,7 @@ def sim_uplink_options(config: GatewayConfig, clock: SimClock) -> UplinkOptions:
     return UplinkOptions(
         heartbeat_interval_s=config.heartbeat_interval_s,
         clock=lambda: clock.now().timestamp(),
+        sleep=clock.sleep,  # heartbeats and the look for overdue receipts keep simulated time
         backoff=Backoff(
             initial_s=max(1.0 / speed, MIN_REAL_BACKOFF_S),
             maximum_s=max(60.0 / speed, 10 * MIN_REAL_BACKOFF_S),
@@ -703,7 +704,8 @@ async def run_home(
             agent_config,
             device_factory=home.device_factory,
             clock=clock.now,
-            reassess_interval_s=max(0.5, 30 / clock.speed),
+            sleep=clock.sleep,  # re-assessment and the offline local alert wait in simulated time
+            reassess_interval_s=max(30.0, 0.5 * clock.speed),  # at most twice a real second
             uplink_options=sim_uplink_options(config, clock),
             notifier=Notifier(address=""),
         )

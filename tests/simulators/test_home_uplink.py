@@ -90,10 +90,9 @@ def uplink_config(gateway_id: str, broker_url: str, tmp_path: Path) -> GatewayCo
                 },
             ],
             "outbox": {"path": str(tmp_path / "outbox.db")},
-            # the hook may run 0.4 simulated seconds into an outage (the agent checks every 0.1 s real)
+            # the hook runs 5 simulated minutes into the outage (the default), checked in simulated time
             "local_alert": {
                 "command": ["/bin/sh", "-c", f'echo "$WARDWATCH_PATIENT_ID $WARDWATCH_RISK" >> {hook}'],
-                "after_uplink_down_s": 0.4,
             },
         }
     )
