@@ -18,7 +18,8 @@ A probe in this process subscribes to every gateway's obs, score, event and rece
 * **alert**: an assessment's ``sent_at`` (the simulated gateway's clock when it handed the message to its
   MQTT client) -> the ``raised``/``updated`` clinical alert it caused arriving on the cc topic. The cause is
   the patient's latest assessment with the alert's total seen before the alert.
-* **stored**: a message's ``sent_at`` -> ``stored_at`` in the receipt the worker sent (its commit time).
+* **stored**: a message's ``sent_at`` -> ``stored_at`` in the receipt the worker sent (set when the
+  receipt is built; receipts are batched every 0.2 s, so this is the commit latency plus up to 0.2 s).
 * **receipt**: a message's ``sent_at`` -> the receipt for it arriving at a gateway's topic.
 
 Messages sent during the first ``--warmup-s`` seconds (the connection ramp, every home's birth and device
