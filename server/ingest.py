@@ -35,7 +35,7 @@ import logging
 import random
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -241,6 +241,29 @@ def _storable_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
+CANCEL_GRACE_S: Final = 30.0
+
+
+async def _to_the_end(transaction: Coroutine[Any, Any, T]) -> T:
+    """Await a transaction; if the caller is cancelled meanwhile, let it commit or roll back first.
+
+    A transaction cut off mid-statement leaves its connection to be invalidated, and on SQLite a
+    connection that is not closed keeps the database's write lock: every other writer then waited out
+    its busy timeout (seen when a worker stopped: the escalation engine's writes failed for 10-17 s). A
+    transaction that ends anyway is harmless: its messages were not acknowledged, so they come again and
+    are recognised as duplicates. A transaction that has not ended within ``CANCEL_GRACE_S`` (a lock wait
+    on a busy database) is cancelled after all."""
+    task = asyncio.ensure_future(transaction)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task], timeout=CANCEL_GRACE_S)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: how it ended no longer matters to a cancelled caller
+        task.cancel()
+        raise
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -363,8 +386,7 @@ class Ingestor:
         attempts = self.settings.storage_attempts
         for attempt in range(1, attempts + 1):
             try:
-                async with self._sessions() as session, session.begin():
-                    return await apply(session)
+                return await _to_the_end(self._attempt(apply))
             except _Rejected:
                 raise
             except (IntegrityError, DataError) as exc:
@@ -390,6 +412,10 @@ class Ingestor:
                 )
                 await asyncio.sleep(self._retry_delay_s * 2 ** (attempt - 1) * (0.5 + random.random()))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, apply: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        async with self._sessions() as session, session.begin():
+            return await apply(session)
 
     async def _apply_all(
         self, session: AsyncSession, items: list[_Accepted], received_at: datetime

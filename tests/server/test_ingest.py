@@ -652,3 +652,45 @@ async def test_long_lists_are_split_into_several_transactions(
     assert await scalar(sessions, "SELECT count(*) FROM observations") == 14
     async with sessions() as session:
         assert await repository.open_gaps(session) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the backend whose lock outlived it
+async def test_cancelling_ingest_mid_statement_ends_the_transaction_and_frees_the_database(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    """A worker stopping cancels ingest, perhaps in the middle of a statement. The transaction must end
+    (here: commit, its message unacknowledged) rather than leave SQLite's write lock to the GC, which made
+    every other writer of the process wait out its busy timeout and fail."""
+    from sqlalchemy import text
+
+    engine = create_engine(database_url, busy_timeout_s=1.0)
+    worker = Ingestor(session_factory(engine), retry_delay_s=0.01)
+    written = asyncio.Event()
+    real_apply_all = worker._apply_all
+
+    async def slow_apply_all(session: AsyncSession, **kwargs: object) -> list[IngestOutcome]:
+        outcomes = await real_apply_all(session, **kwargs)  # type: ignore[arg-type]
+        written.set()  # the write lock is held from here to the end of the transaction
+        await session.execute(  # a statement still running in SQLite's thread when the cancel comes
+            text(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) "
+                "SELECT count(*) FROM c"
+            )
+        )
+        return outcomes
+
+    worker._apply_all = slow_apply_all  # type: ignore[method-assign]
+    messages = [
+        (obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, seq))) for seq in (0, 1)
+    ]
+    try:
+        ingesting = asyncio.create_task(worker.ingest_many(messages))
+        await written.wait()
+        ingesting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ingesting
+        async with sessions() as session, session.begin():  # another writer: BEGIN IMMEDIATE
+            stored = await session.scalar(text("SELECT count(*) FROM observations"))
+    finally:
+        await engine.dispose()
+    assert stored == 4  # the transaction ran to its end: stored, not acknowledged, a duplicate next time
