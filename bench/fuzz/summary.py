@@ -27,7 +27,10 @@ def table(lines: list[dict[str, object]]) -> str:
 def main() -> None:
     rows = [json.loads(line) for line in Path(sys.argv[1]).read_text().splitlines() if line.strip()]
     latest = {row["target"]: row for row in rows}  # the last run of each target
-    print(table(list(latest.values())))
+    from bench.fuzz.run import all_targets
+
+    order = [target.name for target in all_targets()]
+    print(table(sorted(latest.values(), key=lambda row: order.index(str(row["target"])))))
 
 
 if __name__ == "__main__":
