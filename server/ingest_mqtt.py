@@ -14,7 +14,9 @@ acknowledging what it has not stored; the broker keeps those messages in the ses
 again after the reconnect (capped, jittered backoff). A message stored but not yet acknowledged when the
 connection drops comes back too and is recognised as a duplicate.
 
-``on_outcome`` (e.g. the escalation engine) is awaited after the commit and before the PUBACK. A failure
+``on_outcomes`` (the outcomes of one transaction, e.g. for the escalation engine, which decides
+different subjects concurrently) and ``on_outcome`` (one outcome at a time) are awaited after the commit
+and before the PUBACK. A failure
 there is logged and does not stop ingest; the outcome is not delivered again (a redelivered message is a
 DUPLICATE), so a consumer of outcomes that must not miss one re-reads stored state at start-up.
 """
@@ -46,6 +48,7 @@ class MessageIngest(Protocol):
 
 
 OutcomeHandler = Callable[[IngestOutcome], Awaitable[None]]
+BatchHandler = Callable[[list[IngestOutcome]], Awaitable[None]]
 
 
 class IngestConsumer:
@@ -60,6 +63,7 @@ class IngestConsumer:
         concurrency: int = 8,
         max_batch: int = 100,
         on_outcome: OutcomeHandler | None = None,
+        on_outcomes: BatchHandler | None = None,
         clock: Callable[[], datetime] = utc_now,
         backoff: Backoff | None = None,
     ) -> None:
@@ -72,6 +76,7 @@ class IngestConsumer:
         self._concurrency = concurrency
         self._max_batch = max_batch
         self._on_outcome = on_outcome
+        self._on_outcomes = on_outcomes
         self._clock = clock
         self._backoff = backoff or Backoff(initial_s=0.5, maximum_s=30.0)
         self.connected = asyncio.Event()
@@ -162,6 +167,13 @@ class IngestConsumer:
             )
         finally:
             slots.release()
+        if self._on_outcomes is not None:
+            try:
+                await self._on_outcomes(outcomes)
+            except Exception:
+                logger.exception(
+                    "outcome handler failed for %d messages from %.200r", len(batch), batch[0].topic
+                )
         if self._on_outcome is None:
             return
         for outcome in outcomes:

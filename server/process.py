@@ -9,7 +9,7 @@ lock). Then, as named tasks of one TaskGroup:
 
 - ``ingest``: :class:`~server.ingest_mqtt.IngestConsumer` subscribed with QoS 1 (through
   ``$share/<group>/`` when ``ingest.share_group`` is set, so several workers split the gateways'
-  traffic); after each message's transaction commits it calls the engine's ``handle_outcome``;
+  traffic); after each transaction commits it calls the engine's ``handle_outcomes``;
 - ``broker link``: the publishing connection (alert events, patient states, commands);
 - ``escalation``: the engine's timer, delivery and patient-state loops;
 - ``http``: the REST API (``server.api.create_app``) under uvicorn, when that package provides it.
@@ -224,9 +224,10 @@ async def run_worker(
 
         receipts = ReceiptSender(publish_receipt, clock=clock)
 
-        async def after_commit(outcome: IngestOutcome) -> None:
-            await receipts.note(outcome)  # stored is stored, whatever the escalation makes of it
-            await escalation.handle_outcome(outcome)
+        async def after_commit(outcomes: list[IngestOutcome]) -> None:
+            for outcome in outcomes:
+                await receipts.note(outcome)  # stored is stored, whatever the escalation makes of it
+            await escalation.handle_outcomes(outcomes)
 
         consumer = IngestConsumer(
             ingestor,
@@ -236,7 +237,7 @@ async def run_worker(
                 session_expiry_s=settings.ingest.session_expiry_s,
             ),
             share_group=settings.ingest.share_group,
-            on_outcome=after_commit,
+            on_outcomes=after_commit,
         )
         runtime = ServerRuntime(settings, database, sessions, ingestor, consumer, escalation, link)
         http = _build_http(runtime, broadcaster, clock) if settings.http_enabled else None

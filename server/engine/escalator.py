@@ -97,6 +97,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _flagged(batch: ObservationBatch) -> bool:
+    """A live reading in the batch carries a probe flag (probe off, no finger ...)."""
+    return any(PROBE_FLAGS.intersection(item.quality) for item in batch.observations if not item.historical)
+
+
 def _retryable(error: BaseException) -> bool:
     """Lock timeouts, deadlocks, serialization failures and lost connections; not bad data."""
     return isinstance(error, DBAPIError) and not isinstance(error, IntegrityError | DataError)
@@ -183,34 +188,73 @@ class EscalationEngine:
 
     async def handle_outcome(self, outcome: IngestOutcome) -> None:
         """Ingest's hook, awaited after the message's transaction committed."""
-        if outcome.kind is not OutcomeKind.STORED or outcome.message is None:
+        await self.handle_outcomes([outcome])
+
+    async def handle_outcomes(self, outcomes: Sequence[IngestOutcome]) -> None:
+        """Ingest's hook for the messages of one committed transaction, in their order.
+
+        Inputs for one subject (a patient, a gateway) are decided one after another in that order;
+        different subjects are decided concurrently, each in its own transaction (the subject's row lock
+        keeps workers apart). Observation batches without a probe flag are looked at only when their
+        gateway's policy state follows a probe that is off: one query for the whole list."""
+        stored = [o for o in outcomes if o.kind is OutcomeKind.STORED and o.message is not None]
+        quiet = {
+            o.message.gateway_id
+            for o in stored
+            if isinstance(o.message, ObservationBatch) and not _flagged(o.message)
+        }
+        following = await self._gateways_following_probes(quiet) if quiet else set()
+        by_subject: dict[str, list[tuple[PolicyInput, str]]] = {}
+        for outcome in stored:
+            item = self._policy_input(outcome, following)
+            if item is None:
+                continue
+            subject = subject_of(item)
+            if subject is None:
+                continue
+            by_subject.setdefault(subject, []).append((item, outcome.topic))
+        if not by_subject:
             return
+        # Each subject's decisions run in a task of their own: if ingest is cancelled (shutdown) while
+        # they run, they still complete (ingest has committed the messages; their redelivery would be
+        # duplicates the engine never sees). drain() waits for these at shutdown.
+        decisions = []
+        for subject, items in by_subject.items():
+            decision = asyncio.create_task(self._submit_in_order(items), name=f"escalate {subject}")
+            self._inflight.add(decision)
+            decision.add_done_callback(self._inflight.discard)
+            decisions.append(decision)
+        await asyncio.shield(asyncio.gather(*decisions))
+
+    def _policy_input(self, outcome: IngestOutcome, following: set[str]) -> PolicyInput | None:
         message = outcome.message
-        item: PolicyInput
         if isinstance(message, Assessment):
-            item = AssessmentReceived(assessment=message)
             self._pending.patients.add(message.patient_id)
-        elif isinstance(message, GatewayStatus):
-            item = StatusReceived(status=message)
+            return AssessmentReceived(assessment=message)
+        if isinstance(message, GatewayStatus):
             if outcome.connectivity is not None:
                 self._pending.gateways.add(message.gateway_id)
-        elif isinstance(message, Event):
-            item = EventReceived(event=message)
-        elif isinstance(message, ObservationBatch):
-            if not await self._observations_matter(message):
-                return
-            item = ObservationsReceived(batch=message)
-        else:
-            return  # command acknowledgements do not concern the policy
-        # The decision runs in a task of its own: if ingest is cancelled (shutdown) while it runs, the
-        # decision still completes (ingest has committed the message; its redelivery would be a duplicate
-        # the engine never sees). drain() waits for these at shutdown.
-        decision = asyncio.create_task(
-            self._submit_stored(item, outcome.topic), name=f"escalate {outcome.topic}"
-        )
-        self._inflight.add(decision)
-        decision.add_done_callback(self._inflight.discard)
-        await asyncio.shield(decision)
+            return StatusReceived(status=message)
+        if isinstance(message, Event):
+            return EventReceived(event=message)
+        if isinstance(message, ObservationBatch):
+            if _flagged(message) or message.gateway_id in following:
+                return ObservationsReceived(batch=message)
+            return None  # cannot change anything: no transaction
+        return None  # command acknowledgements do not concern the policy
+
+    async def _gateways_following_probes(self, gateway_ids: set[str]) -> set[str]:
+        try:
+            async with store.reading(self.sessions) as session:
+                return await store.gateways_following_probes(session, gateway_ids)
+        except Exception as exc:
+            if not _retryable(exc):
+                raise
+            return set(gateway_ids)  # cannot tell: let the policy see them (and defer them if need be)
+
+    async def _submit_in_order(self, items: Sequence[tuple[PolicyInput, str]]) -> None:
+        for item, topic in items:
+            await self._submit_stored(item, topic)
 
     async def _submit_stored(self, item: PolicyInput, topic: str) -> None:
         """Submit an input whose message is stored; never raises (failures are deferred or logged)."""
@@ -254,17 +298,6 @@ class EscalationEngine:
                     self.counters.inputs_failed += 1
                     logger.exception("deferred escalation failed on a server bug; input dropped")
                 self._deferred.popleft()
-
-    async def _observations_matter(self, batch: ObservationBatch) -> bool:
-        if any(PROBE_FLAGS.intersection(item.quality) for item in batch.observations if not item.historical):
-            return True
-        try:
-            async with store.reading(self.sessions) as session:
-                return await store.observations_matter(session, batch.gateway_id)
-        except Exception as exc:
-            if not _retryable(exc):
-                raise
-            return True  # cannot tell: let the policy see it (and defer it if need be)
 
     async def submit(self, item: PolicyInput) -> list[AlertChange]:
         """Apply one gateway input (or a tick for its subject) and return the alert changes it made."""

@@ -12,7 +12,7 @@ storage layer starts, which serialises writers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,22 +43,26 @@ async def reading(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
         yield session
 
 
-async def observations_matter(session: AsyncSession, gateway_id: str) -> bool:
-    """Whether the gateway's policy state follows a probe that is off (a reading without the flag would
-    clear it). When it does not, and no reading in a batch is flagged, the batch cannot change anything
-    and the engine skips the transaction."""
-    document = await session.scalar(
-        select(EscalationSubject.state).where(EscalationSubject.subject == f"gateway:{gateway_id}")
+async def gateways_following_probes(session: AsyncSession, gateway_ids: Iterable[str]) -> set[str]:
+    """Of these gateways, those whose policy state follows a probe that is off (a reading without the
+    flag would clear it). For the others a batch with no flagged reading cannot change anything, and the
+    engine skips its transaction."""
+    subjects = {f"gateway:{gateway_id}": gateway_id for gateway_id in gateway_ids}
+    rows = await session.execute(
+        select(EscalationSubject.subject, EscalationSubject.state).where(
+            EscalationSubject.subject.in_(sorted(subjects))
+        )
     )
-    if document is None:
-        return False
-    gateway = EscalationState.model_validate(document).gateways.get(gateway_id)
-    if gateway is None:
-        return False
-    return any(
-        device.probe_off_since is not None or device.probe_confirm_at is not None
-        for device in gateway.devices.values()
-    )
+    following = set()
+    for subject, document in rows:
+        gateway_id = subjects[subject]
+        gateway = EscalationState.model_validate(document).gateways.get(gateway_id)
+        if gateway is not None and any(
+            device.probe_off_since is not None or device.probe_confirm_at is not None
+            for device in gateway.devices.values()
+        ):
+            following.add(gateway_id)
+    return following
 
 
 @dataclass(frozen=True, slots=True)

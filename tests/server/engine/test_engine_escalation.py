@@ -481,3 +481,39 @@ async def test_catch_up_waits_out_a_database_restart_instead_of_failing(
         await pool.dispose()
         logging.getLogger("server.engine.escalator").removeHandler(seen)
     assert await scalar(sessions, "SELECT priority FROM alerts WHERE patient_id = 'pt-restart'") == "high"
+
+
+async def test_one_transactions_outcomes_are_decided_in_order_per_subject(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    """handle_outcomes: subjects side by side, each subject's inputs in the order they were stored."""
+    from engine_support import topic_of
+
+    clock, publisher = FakeClock(), RecordingPublisher()
+    engine = make_engine(sessions, clock, publisher)
+    medium = {"respiration": 2, "spo2": 1, "air_or_oxygen": 0, "systolic_bp": 1, "pulse": 1}
+    medium |= {"consciousness": 0, "temperature": 0}
+    messages: list[protocol.WireModel] = [
+        gateway_status(gateway_id, "birth", sent_at=clock.now),
+        news2_assessment(
+            gateway_id, 0, patient_id="pt-a", assessed_at=clock.now - timedelta(seconds=1), components=medium
+        ),
+        news2_assessment(gateway_id, 1, patient_id="pt-b", assessed_at=clock.now),
+        news2_assessment(gateway_id, 2, patient_id="pt-a", assessed_at=clock.now),  # worse: high
+    ]
+    outcomes = await ingestor.ingest_many(
+        [(topic_of(message), protocol.encode(message)) for message in messages], clock.now
+    )
+    await engine.handle_outcomes(outcomes)
+
+    events = await rows(
+        sessions,
+        "SELECT a.patient_id, e.action, e.priority FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
+        "WHERE a.category = 'clinical' ORDER BY e.id",
+    )
+    per_patient: dict[str, list[tuple[str, str]]] = {}
+    for patient_id, action, priority in events:
+        per_patient.setdefault(patient_id, []).append((action, priority))
+    assert per_patient["pt-a"][0] == ("raised", "medium"), events  # the medium first, as stored
+    assert per_patient["pt-a"][-1][1] == "high", events  # then worsened to high
+    assert per_patient["pt-b"] == [("raised", "high")]
