@@ -235,8 +235,7 @@ async def test_ledger_holds_through_agent_broker_worker_and_database_faults(
             admin = await asyncpg.connect(ADMIN_DSN)  # another database: this one is going down
             await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
             await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
                 database,
             )
             await asyncio.sleep(DATABASE_DOWN_S)  # the outage itself

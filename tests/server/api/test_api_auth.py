@@ -180,9 +180,7 @@ async def test_admin_creates_and_revokes_tokens_through_the_api(api: Api) -> Non
     revoked = await api.client.delete(f"/api/tokens/{key_id}", headers=api.auth("admin"))
 
     assert revoked.status_code == 204
-    assert (
-        await api.client.get("/api/alerts", headers=own)
-    ).status_code == 401  # at once, despite the cache
+    assert (await api.client.get("/api/alerts", headers=own)).status_code == 401  # at once, despite the cache
     again = await api.client.delete(f"/api/tokens/{key_id}", headers=api.auth("admin"))
     assert again.status_code == 404
     audit = (await api.get("/api/audit", role="admin", params={"source": "api"})).json()["items"]

@@ -82,9 +82,7 @@ async def test_resolve_with_note_escalate_and_snooze(api: Api) -> None:
         api.sessions, subject="pt-med-old", priority="medium", tier=1, patient_id="pt-med-old"
     )
 
-    escalated = await api.post(
-        f"/api/alerts/{high}/escalate", role="physician", json={"note": "to on-call"}
-    )
+    escalated = await api.post(f"/api/alerts/{high}/escalate", role="physician", json={"note": "to on-call"})
     snoozed = await api.post(f"/api/alerts/{medium}/snooze", json={"duration_s": 900, "note": "visit due"})
     resolved = await api.post(
         f"/api/alerts/{high}/resolve", role="physician", json={"note": "ambulance took over"}
@@ -169,9 +167,7 @@ async def test_unknown_alert_404_and_malformed_ids_or_bodies_422_never_500(api: 
         headers={**api.auth("nurse"), "Content-Type": "application/json"},
         content=b'{"duration_s": ',
     )
-    extra_field = await api.post(
-        f"/api/alerts/{uuid.uuid4()}/snooze", json={"duration_s": 5, "until": "x"}
-    )
+    extra_field = await api.post(f"/api/alerts/{uuid.uuid4()}/snooze", json={"duration_s": 5, "until": "x"})
     too_long = await api.post(f"/api/alerts/{uuid.uuid4()}/snooze", json={"duration_s": 10**9})
 
     assert unknown.status_code == 404
@@ -252,9 +248,7 @@ async def test_command_errors(api: Api) -> None:
         "/api/patients/pt-low/commands", role="viewer", json={"command": "set_oxygen", "on_oxygen": True}
     )
     api.broker.fail = True
-    down = await api.post(
-        "/api/patients/pt-low/commands", json={"command": "set_oxygen", "on_oxygen": True}
-    )
+    down = await api.post("/api/patients/pt-low/commands", json={"command": "set_oxygen", "on_oxygen": True})
 
     assert unknown.status_code == 404
     assert bad.status_code == 422
