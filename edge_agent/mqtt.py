@@ -208,6 +208,8 @@ class MqttClient:
         self._close_reason: MqttError | None = None
         self._publishes: dict[int, tuple[asyncio.Future[None], str]] = {}
         self._early_publish_results: dict[int, ReasonCode] = {}
+        self._unawaited_mids: set[int] = set()
+        """QoS 0 publishes whose on_publish has not come yet (nothing waits for it; it must not be kept)."""
         self._subscribes: dict[int, tuple[asyncio.Future[list[ReasonCode]], list[str]]] = {}
         self._messages: asyncio.Queue[Message | None] = asyncio.Queue()
         self._misc_task: asyncio.Task[None] | None = None
@@ -329,6 +331,8 @@ class MqttClient:
         if info.rc != paho.MQTT_ERR_SUCCESS and info.rc != paho.MQTT_ERR_QUEUE_SIZE:
             raise ConnectionLost(f"publish to {topic} failed: {paho.error_string(info.rc)}")
         if qos == 0:
+            if self._early_publish_results.pop(info.mid, None) is None:
+                self._unawaited_mids.add(info.mid)
             return
         assert self._loop is not None
         early = self._early_publish_results.pop(info.mid, None)
@@ -437,6 +441,9 @@ class MqttClient:
     def _on_publish(
         self, _c: paho.Client, _u: Any, mid: int, code: ReasonCode, _p: Properties | None
     ) -> None:
+        if mid in self._unawaited_mids:
+            self._unawaited_mids.discard(mid)
+            return
         pending = self._publishes.get(mid)
         if pending is None:
             self._early_publish_results[mid] = code

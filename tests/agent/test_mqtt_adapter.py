@@ -42,6 +42,24 @@ async def test_publish_waits_for_puback_and_subscriber_receives(
     assert received == list(range(50))
 
 
+async def test_qos0_publishes_leave_no_bookkeeping_behind(broker: MosquittoBroker, topic_prefix: str) -> None:
+    """paho reports QoS 0 publishes too; nothing waits for those reports, so none may be kept (a
+    long-lived publisher would grow by one entry per message)."""
+    async with (
+        MqttClient(settings(broker, f"{topic_prefix}-sub".replace("/", "-"))) as sub,
+        MqttClient(settings(broker, f"{topic_prefix}-pub".replace("/", "-"))) as pub,
+    ):
+        await sub.subscribe(f"{topic_prefix}/#")
+        for index in range(200):
+            await pub.publish(f"{topic_prefix}/n", str(index).encode(), qos=0)
+        await pub.publish(f"{topic_prefix}/n", b"last", qos=1)  # after its PUBACK the others are out
+        async for message in sub.messages():
+            if message.payload == b"last":
+                break
+        assert pub._early_publish_results == {}
+        assert pub._unawaited_mids == set()
+
+
 async def test_unacknowledged_message_is_redelivered_to_the_persistent_session(
     broker: MosquittoBroker, topic_prefix: str
 ) -> None:
