@@ -115,6 +115,7 @@ async def main() -> None:
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=6, help="observations per second per home")
+    parser.add_argument("--batch-interval", type=float, default=1, help="seconds between a home's batches")
     parser.add_argument("--sample-s", type=float, default=10)
     parser.add_argument("--out", type=Path, default=None, help="write the samples and summary as JSON")
     args = parser.parse_args()
@@ -131,7 +132,8 @@ async def main() -> None:
         progress_path = scratch / "progress.jsonl"
         fleet = await asyncio.create_subprocess_exec(
             WARDWATCH, "sim", "fleet", "--homes", str(args.homes), "--broker", f"mqtt://127.0.0.1:{port}",
-            "--rate", str(args.rate), "--duration", str(args.minutes * 60), "--measure-e2e",
+            "--rate", str(args.rate), "--batch-interval", str(args.batch_interval),
+            "--duration", str(args.minutes * 60), "--measure-e2e",
             "--json-summary", str(summary_path), "--progress-jsonl", str(progress_path),
             "--progress-interval", str(args.sample_s),
             stdout=asyncio.subprocess.DEVNULL, stderr=(scratch / "fleet.log").open("wb"),
@@ -181,6 +183,8 @@ async def main() -> None:
             "homes": args.homes,
             "minutes": args.minutes,
             "workers": args.workers,
+            "rate": args.rate,
+            "batch_interval_s": args.batch_interval,
             "fleet_summary": summary,
             "observations_stored": stored,
             "duplicates": duplicates,
