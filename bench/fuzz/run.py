@@ -79,7 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # The code under test logs every dead letter and refusal; a million log lines would only slow the run.
+    # Process-wide, so it is undone on the way out (the test suite calls main() in its own process).
     logging.disable(logging.CRITICAL)
+    try:
+        return _run(args)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _run(args: argparse.Namespace) -> int:
     targets = select(all_targets(args.database_url), args.target)
     if args.list:
         for target in targets:

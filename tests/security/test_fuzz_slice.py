@@ -7,6 +7,7 @@ failure prints together with the command that repeats it.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 
@@ -91,3 +92,4 @@ def test_the_runner_exits_non_zero_only_on_failure(capsys: pytest.CaptureFixture
     assert len(capsys.readouterr().out.strip().splitlines()) == len(TARGETS)
     with pytest.raises(SystemExit, match="unknown target"):
         run.main(["--target", "no_such_target"])
+    assert logging.root.manager.disable == logging.NOTSET  # the runner's silence ends with it
