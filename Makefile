@@ -40,7 +40,7 @@ pytest: setup system-packages
 # Full-size reliability run and the 30-minute soak (by hand; results go to docs/scaling.md).
 soak: setup system-packages
 	WARDWATCH_RELIABILITY=full $(BIN)/pytest -W error tests/reliability
-	$(BIN)/python bench/soak.py --homes 1000 --minutes 30 --workers 2 --out soak-result.json
+	$(BIN)/python bench/soak.py --homes 1000 --minutes 30 --workers 2 --rate 2 --batch-interval 5 --out soak-result.json
 
 schema: setup
 	$(BIN)/wardwatch schema --out docs/schema
