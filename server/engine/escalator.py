@@ -2,9 +2,10 @@
 
 Inputs reach it three ways, and every one goes through :meth:`EscalationEngine.submit` or ``act``:
 
-- ingest calls :meth:`EscalationEngine.handle_outcome` after a message's transaction committed (the
-  ``on_outcome`` hook of ``server.ingest_mqtt.IngestConsumer``): stored assessments, gateway statuses,
-  device events and observation batches become policy inputs;
+- ingest calls :meth:`EscalationEngine.handle_outcomes` after a transaction committed (the
+  ``on_outcomes`` hook of ``server.ingest_mqtt.IngestConsumer``): stored assessments, gateway statuses,
+  device events and observation batches become policy inputs, decided in order per subject and
+  concurrently across subjects;
 - clinicians act through the API (:meth:`acknowledge`, :meth:`escalate`, :meth:`resolve`,
   :meth:`snooze`), each by an account with a role; the policy decides whether that is allowed;
 - the timer loop (:meth:`run_timers`) claims subjects whose next timer is due.
