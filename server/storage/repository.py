@@ -242,41 +242,24 @@ class GatewayRow:
     highest_seq: int | None
 
 
-async def lock_gateway(session: AsyncSession, gateway_id: str, *, received_at: datetime) -> GatewayRow:
-    """Create the gateway if new, record that it was heard from, and lock its row until the transaction
-    ends.
-
-    Everything that reads and then writes a gateway's sequence or status state runs under this lock,
-    so concurrent workers handling the same gateway's messages take turns."""
-    insert = _insert(session, GATEWAYS).values(
-        gateway_id=gateway_id, first_seen_at=received_at, last_seen_at=received_at, online=False
-    )
-    # DO UPDATE rather than DO NOTHING: it returns the existing row and holds its lock. The update
-    # advances last_seen_at (never backwards: workers may commit out of order).
-    current = GATEWAYS.c.last_seen_at
-    statement = insert.on_conflict_do_update(
-        index_elements=[GATEWAYS.c.gateway_id],
-        set_={
-            "last_seen_at": case(
-                (current < insert.excluded.last_seen_at, insert.excluded.last_seen_at), else_=current
-            )
-        },
-    ).returning(
-        GATEWAYS.c.online,
-        GATEWAYS.c.session,
-        GATEWAYS.c.status_state,
-        GATEWAYS.c.status_sent_at,
-        GATEWAYS.c.highest_seq,
-    )
-    row = (await session.execute(statement)).one()
+def _gateway_row(row: Any) -> GatewayRow:
     return GatewayRow(
-        gateway_id=gateway_id,
+        gateway_id=row.gateway_id,
         online=row.online,
         session=row.session,
         status_state=row.status_state,
         status_sent_at=row.status_sent_at,
         highest_seq=row.highest_seq,
     )
+
+
+async def lock_gateway(session: AsyncSession, gateway_id: str, *, received_at: datetime) -> GatewayRow:
+    """Create the gateway if new, record that it was heard from, and lock its row until the transaction
+    ends.
+
+    Everything that reads and then writes a gateway's sequence or status state runs under this lock,
+    so concurrent workers handling the same gateway's messages take turns."""
+    return (await lock_gateways(session, [gateway_id], received_at=received_at))[gateway_id]
 
 
 async def lock_gateways(
@@ -288,23 +271,15 @@ async def lock_gateways(
         return {}
     if _on_postgresql(session):
         rows = await session.execute(_PG_LOCK_GATEWAYS, {"gateway_ids": ids, "received_at": received_at})
-        return {
-            row.gateway_id: GatewayRow(
-                gateway_id=row.gateway_id,
-                online=row.online,
-                session=row.session,
-                status_state=row.status_state,
-                status_sent_at=row.status_sent_at,
-                highest_seq=row.highest_seq,
-            )
-            for row in rows
-        }
+        return {row.gateway_id: _gateway_row(row) for row in rows}
     insert = _insert(session, GATEWAYS).values(
         [
             {"gateway_id": gid, "first_seen_at": received_at, "last_seen_at": received_at, "online": False}
             for gid in ids
         ]
     )
+    # DO UPDATE rather than DO NOTHING: it returns the existing row and holds its lock. The update
+    # advances last_seen_at (never backwards: workers may commit out of order).
     current = GATEWAYS.c.last_seen_at
     statement = insert.on_conflict_do_update(
         index_elements=[GATEWAYS.c.gateway_id],
@@ -321,17 +296,7 @@ async def lock_gateways(
         GATEWAYS.c.status_sent_at,
         GATEWAYS.c.highest_seq,
     )
-    return {
-        row.gateway_id: GatewayRow(
-            gateway_id=row.gateway_id,
-            online=row.online,
-            session=row.session,
-            status_state=row.status_state,
-            status_sent_at=row.status_sent_at,
-            highest_seq=row.highest_seq,
-        )
-        for row in await session.execute(statement)
-    }
+    return {row.gateway_id: _gateway_row(row) for row in await session.execute(statement)}
 
 
 async def set_highest_seqs(session: AsyncSession, highest: dict[str, int]) -> None:

@@ -230,6 +230,15 @@ async def serve_receipts(server: MqttClient, gateway_id: str, received: list[int
         await server.publish(gateway_topic(gateway_id, "receipt"), encode(receipt))
 
 
+async def publish_unheard(uplink: Uplink, outbox: Outbox, count: int) -> None:
+    """Readings 0..count-1 published while nobody listens: the broker acknowledges and drops them (as a
+    crashed broker would lose them), so only the gateway's re-send can deliver them."""
+    await asyncio.wait_for(uplink.connected_event.wait(), 10)
+    await outbox.put_observations([observation(i) for i in range(count)])
+    while (await outbox.backlog()).unsent:
+        await outbox.wait_for_acknowledgement()
+
+
 async def test_messages_stay_until_the_servers_receipt_and_lost_ones_are_sent_again(
     broker: MosquittoBroker, tmp_path: Path, gateway_id: str
 ) -> None:
@@ -238,11 +247,7 @@ async def test_messages_stay_until_the_servers_receipt_and_lost_ones_are_sent_ag
         Outbox(tmp_path / "outbox.db", gateway_id) as outbox,
         running_uplink(broker, outbox, gateway_id, receipt_timeout_s=0.5) as uplink,
     ):
-        await asyncio.wait_for(uplink.connected_event.wait(), 10)
-        # Nobody listens yet: the broker acknowledges and drops these (as a crashed broker would lose them).
-        await outbox.put_observations([observation(i) for i in range(50)])
-        while (await outbox.backlog()).unsent:
-            await outbox.wait_for_acknowledgement()
+        await publish_unheard(uplink, outbox, 50)
         kept = await outbox.backlog()
         assert kept.awaiting_receipt >= 1
         assert kept.total == kept.awaiting_receipt
@@ -268,10 +273,7 @@ async def test_lost_messages_are_sent_again_while_readings_keep_coming(
         Outbox(tmp_path / "outbox.db", gateway_id) as outbox,
         running_uplink(broker, outbox, gateway_id, receipt_timeout_s=0.5) as uplink,
     ):
-        await asyncio.wait_for(uplink.connected_event.wait(), 10)
-        await outbox.put_observations([observation(i) for i in range(50)])  # nobody listens: lost
-        while (await outbox.backlog()).unsent:
-            await outbox.wait_for_acknowledgement()
+        await publish_unheard(uplink, outbox, 50)
 
         async def device() -> None:
             for index in range(50, 100_000):
