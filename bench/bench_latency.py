@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from soak import WARDWATCH, create_database, proc_sample, start_mosquitto, start_workers
+from soak import WARDWATCH, create_database, proc_sample, start_mosquitto, start_workers, stop_stack
 
 from edge_agent.mqtt import MqttClient, MqttSettings
 from edge_agent.protocol import CC_ALERT_TOPIC, GatewayChannel, gateway_filter, parse_gateway_topic
@@ -152,12 +152,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             listening.cancel()
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     finally:
-        for process in [fleet, *workers, broker]:
-            if process is not None and process.returncode is None:
-                process.terminate()
-                await process.wait()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+        await stop_stack([fleet, *workers, broker], admin, database)
     return {
         "alert": probe.alert.summary().as_dict(),
         "stored": probe.stored.summary().as_dict(),

@@ -81,6 +81,18 @@ async def create_database(label: str) -> tuple[asyncpg.Connection, str, str]:
     return admin, database, f"{base}/{database}"
 
 
+async def stop_stack(
+    processes: list[asyncio.subprocess.Process | None], admin: asyncpg.Connection, database: str
+) -> None:
+    """Stop what start_mosquitto/start_workers (and a fleet) started and drop the run's database."""
+    for process in processes:
+        if process is not None and process.returncode is None:
+            process.terminate()
+            await process.wait()
+    await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    await admin.close()
+
+
 async def start_workers(
     count: int, dsn: str, port: int, scratch: Path, *, name: str, extra_env: dict[str, str] | None = None
 ) -> list[asyncio.subprocess.Process]:
@@ -202,12 +214,7 @@ async def main() -> None:
         if args.out:
             args.out.write_text(json.dumps(result, indent=2))
     finally:
-        for process in [fleet, *workers, broker]:
-            if process is not None and process.returncode is None:
-                process.terminate()
-                await process.wait()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+        await stop_stack([fleet, *workers, broker], admin, database)
 
 
 if __name__ == "__main__":
