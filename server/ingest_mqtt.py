@@ -15,10 +15,14 @@ again after the reconnect (capped, jittered backoff). A message stored but not y
 connection drops comes back too and is recognised as a duplicate.
 
 ``on_outcomes`` (the outcomes of one transaction, e.g. for the escalation engine, which decides
-different subjects concurrently) and ``on_outcome`` (one outcome at a time) are awaited after the commit
-and before the PUBACK. A failure
-there is logged and does not stop ingest; the outcome is not delivered again (a redelivered message is a
-DUPLICATE), so a consumer of outcomes that must not miss one re-reads stored state at start-up.
+different subjects concurrently) and ``on_outcome`` (one outcome at a time) run after the commit. The
+PUBACK does not wait for them: a message is the broker's to forget once it is stored, and holding the
+acknowledgement for the engine's decisions would let them fill the broker's in-flight window (the
+receive maximum) and queue every later message in the broker, however idle the database. They are
+bounded instead: at most ``max_pending`` batches are between arrival and the end of their handlers, and
+the consumer takes no more from the broker until one finishes. A failure in a handler is logged and does
+not stop ingest; the outcome is not delivered again (a redelivered message is a DUPLICATE), so a consumer
+of outcomes that must not miss one re-reads stored state at start-up.
 """
 
 from __future__ import annotations
@@ -62,19 +66,21 @@ class IngestConsumer:
         share_group: str | None,
         concurrency: int = 8,
         max_batch: int = 100,
+        max_pending: int = 32,
         on_outcome: OutcomeHandler | None = None,
         on_outcomes: BatchHandler | None = None,
         clock: Callable[[], datetime] = utc_now,
         backoff: Backoff | None = None,
     ) -> None:
-        if concurrency < 1 or max_batch < 1:
-            raise ValueError("concurrency and max_batch must be at least 1")
+        if concurrency < 1 or max_batch < 1 or max_pending < concurrency:
+            raise ValueError("concurrency and max_batch must be at least 1, max_pending at least concurrency")
         # Redelivery after a failure depends on a persistent session and on acknowledging ourselves.
         self.mqtt = replace(mqtt, manual_ack=True, clean_start=False)
         self.filters = subscription_filters(share_group)
         self._ingestor = ingestor
         self._concurrency = concurrency
         self._max_batch = max_batch
+        self._max_pending = max_pending
         self._on_outcome = on_outcome
         self._on_outcomes = on_outcomes
         self._clock = clock
@@ -118,20 +124,21 @@ class IngestConsumer:
                 self.connected.clear()
 
     async def _consume(self, client: MqttClient) -> None:
-        inbox: asyncio.Queue[Message] = asyncio.Queue()  # bounded by the broker's receive maximum
-        window: deque[tuple[list[Message], asyncio.Task[None]]] = deque()
-        slots = asyncio.Semaphore(self._concurrency)
+        inbox: asyncio.Queue[Message] = asyncio.Queue()  # bounded by the receive maximum (see MqttClient)
+        window: deque[tuple[list[Message], asyncio.Future[None]]] = deque()
+        slots = asyncio.Semaphore(self._concurrency)  # transactions at once
+        pending = asyncio.Semaphore(self._max_pending)  # batches not yet through their handlers
         failed = False
 
         async def receive() -> None:
             async for message in client.messages():
                 inbox.put_nowait(message)
 
-        def acknowledge_ready(_task: asyncio.Task[None]) -> None:
+        def acknowledge_ready(_stored: asyncio.Future[None]) -> None:
             nonlocal failed
             while window and window[0][1].done():
-                batch, task = window.popleft()
-                if failed or task.cancelled() or task.exception() is not None:
+                batch, stored = window.popleft()
+                if failed or stored.cancelled():
                     failed = True  # nothing after a failure is acknowledged on this connection
                     continue
                 for message in batch:
@@ -142,16 +149,20 @@ class IngestConsumer:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(receive(), name=f"mqtt receive {self.mqtt.client_id}")
+                loop = asyncio.get_running_loop()
                 while True:
+                    await pending.acquire()
                     await slots.acquire()
                     batch = [await inbox.get()]
                     while len(batch) < self._max_batch and not inbox.empty():
                         batch.append(inbox.get_nowait())
-                    task = group.create_task(
-                        self._store(batch, slots), name=f"ingest {len(batch)} from {batch[0].topic}"
+                    stored: asyncio.Future[None] = loop.create_future()
+                    stored.add_done_callback(acknowledge_ready)
+                    window.append((batch, stored))
+                    group.create_task(
+                        self._store(batch, stored, slots, pending),
+                        name=f"ingest {len(batch)} from {batch[0].topic}",
                     )
-                    window.append((batch, task))
-                    task.add_done_callback(acknowledge_ready)
         except ExceptionGroup as group_error:
             # Report the root cause: a storage failure first, then the broker connection.
             for kind in (StorageUnavailable, MqttError):
@@ -160,13 +171,29 @@ class IngestConsumer:
                     raise matched.exceptions[0] from group_error
             raise
 
-    async def _store(self, batch: list[Message], slots: asyncio.Semaphore) -> None:
+    async def _store(
+        self,
+        batch: list[Message],
+        stored: asyncio.Future[None],
+        slots: asyncio.Semaphore,
+        pending: asyncio.Semaphore,
+    ) -> None:
         try:
-            outcomes = await self._ingestor.ingest_many(
-                [(message.topic, message.payload) for message in batch], self._clock()
-            )
+            try:
+                outcomes = await self._ingestor.ingest_many(
+                    [(message.topic, message.payload) for message in batch], self._clock()
+                )
+            except BaseException:
+                stored.cancel()  # not stored: neither this batch nor any after it is acknowledged
+                raise
+            finally:
+                slots.release()
+            stored.set_result(None)  # acknowledged now (in arrival order), whatever the handlers do
+            await self._handle(batch, outcomes)
         finally:
-            slots.release()
+            pending.release()
+
+    async def _handle(self, batch: list[Message], outcomes: list[IngestOutcome]) -> None:
         if self._on_outcomes is not None:
             try:
                 await self._on_outcomes(outcomes)

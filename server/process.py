@@ -235,6 +235,7 @@ async def run_worker(
                 f"{client_base}-ingest",
                 connection="ingest",
                 session_expiry_s=settings.ingest.session_expiry_s,
+                receive_maximum=settings.ingest.receive_maximum,
             ),
             share_group=settings.ingest.share_group,
             on_outcomes=after_commit,

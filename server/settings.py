@@ -50,8 +50,9 @@ class DatabaseSettings(_Section):
     """SQLAlchemy async URL: ``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://user@host/db``.
 
     None means a SQLite file named wardwatch.db in the state directory."""
-    pool_size: int = Field(default=5, ge=1, le=100)
-    """Connections per server process (PostgreSQL)."""
+    pool_size: int = Field(default=10, ge=1, le=100)
+    """Connections per server process (PostgreSQL), and as many again while busy: ingest alone runs 8
+    transactions at once, and the engine decides different subjects concurrently."""
     busy_timeout_s: float = Field(default=10.0, gt=0, le=300)
     """How long a SQLite writer waits for another writer before giving up."""
     echo: bool = False
@@ -84,6 +85,10 @@ class IngestSettings(_Section):
     storage_attempts: int = Field(default=3, ge=1, le=20)
     """Attempts at a transaction that failed on a lock, deadlock or lost connection before giving up
     (the message is then not acknowledged, so the broker delivers it again)."""
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    """Messages the broker may have in flight to this worker unacknowledged (the MQTT 5 Receive Maximum;
+    the worker also stops reading past it). Enough for the consumer's concurrent batches
+    (8 transactions of up to 100) plus the next ones forming; beyond it messages wait in the broker."""
     session_expiry_s: int = Field(default=60, ge=0, le=24 * 3600)
     """How long the broker keeps a worker's ingest session (its subscriptions, its unacknowledged and
     queued messages) after the worker disconnects. A restarted worker that is back within this time gets

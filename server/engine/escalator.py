@@ -42,6 +42,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edge_agent.protocol import (
+    CC_ALERT_TOPIC,
     AlertEvent,
     Assessment,
     Command,
@@ -50,6 +51,7 @@ from edge_agent.protocol import (
     GatewayChannel,
     GatewayStatus,
     ObservationBatch,
+    PatientState,
     cc_patient_topic,
     encode,
     gateway_topic,
@@ -57,7 +59,7 @@ from edge_agent.protocol import (
 )
 from server.engine import store
 from server.engine.broker_link import Publisher
-from server.engine.patient_state import patient_state, patients_of_gateway
+from server.engine.patient_state import patient_states, patients_of_gateways
 from server.engine.settings import EngineSettings, WebhookSettings
 from server.engine.tables import AlertDelivery
 from server.engine.webhook import HttpxTransport, WebhookTransport, headers
@@ -68,6 +70,7 @@ from server.escalation import (
     AlertNotOpenError,
     AssessmentReceived,
     ClinicianAction,
+    Decision,
     Escalate,
     EscalationError,
     EscalationPolicy,
@@ -93,6 +96,13 @@ logger = logging.getLogger(__name__)
 
 STORAGE_ATTEMPTS = 4
 
+DELIVERIES_AT_ONCE = 8
+"""Deliveries the delivery loop sends concurrently."""
+
+IMMEDIATE_PUBLISH_TIMEOUT_S = 2.0
+"""How long a decision waits for its alert events' PUBACK before leaving them to the delivery loop (a
+broker outage must not hold up the decisions behind it)."""
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -101,6 +111,11 @@ def utc_now() -> datetime:
 def _flagged(batch: ObservationBatch) -> bool:
     """A live reading in the batch carries a probe flag (probe off, no finger ...)."""
     return any(PROBE_FLAGS.intersection(item.quality) for item in batch.observations if not item.historical)
+
+
+def _failure(error: BaseException) -> str:
+    """How a failed delivery is recorded (``alert_deliveries.last_error``)."""
+    return f"{type(error).__name__}: {error}"[:2000]
 
 
 def _retryable(error: BaseException) -> bool:
@@ -216,16 +231,83 @@ class EscalationEngine:
             by_subject.setdefault(subject, []).append((item, outcome.topic))
         if not by_subject:
             return
-        # Each subject's decisions run in a task of their own: if ingest is cancelled (shutdown) while
-        # they run, they still complete (ingest has committed the messages; their redelivery would be
-        # duplicates the engine never sees). drain() waits for these at shutdown.
-        decisions = []
-        for subject, items in by_subject.items():
-            decision = asyncio.create_task(self._submit_in_order(items), name=f"escalate {subject}")
-            self._inflight.add(decision)
-            decision.add_done_callback(self._inflight.discard)
-            decisions.append(decision)
-        await asyncio.shield(asyncio.gather(*decisions))
+        # The decisions run in a task of their own: if ingest is cancelled (shutdown) while they run,
+        # they still complete (ingest has committed the messages; their redelivery would be duplicates
+        # the engine never sees). drain() waits for these at shutdown.
+        decisions = asyncio.create_task(
+            self._decide_together(by_subject), name=f"escalate {len(by_subject)} subjects"
+        )
+        self._inflight.add(decisions)
+        decisions.add_done_callback(self._inflight.discard)
+        await asyncio.shield(decisions)
+
+    async def _decide_together(self, by_subject: dict[str, list[tuple[PolicyInput, str]]]) -> None:
+        """Decide the inputs of one ingest transaction in ONE transaction: the subjects locked with one
+        statement (in subject order, so workers locking overlapping sets never deadlock), each subject's
+        inputs decided and saved in order. A burst of a thousand assessments is then a few hundred
+        statements and one commit rather than a thousand transactions.
+
+        An input on which the pure policy fails is logged and skipped; the others go on. Database trouble
+        retries the whole transaction and then defers every input (as :meth:`_submit_stored` does); a
+        database refusal (a bug) falls back to one transaction per subject, which confines it to its
+        subject."""
+        if len(by_subject) == 1:
+            ((_, items),) = by_subject.items()
+            await self._submit_in_order(items)
+            return
+        for attempt in range(1, STORAGE_ATTEMPTS + 1):
+            now = self._clock()
+            try:
+                async with self.sessions() as session, session.begin():
+                    saved, next_due, failed = await self._apply_together(session, by_subject, now)
+            except Exception as exc:
+                if not _retryable(exc):
+                    logger.warning(
+                        "deciding %d subjects at once failed (%s); one by one", len(by_subject), exc
+                    )
+                    await asyncio.gather(*(self._submit_in_order(items) for items in by_subject.values()))
+                    return
+                if attempt == STORAGE_ATTEMPTS:
+                    for items in by_subject.values():
+                        for item, topic in items:
+                            self._defer(item, topic, exc)
+                    return
+                self.counters.storage_retries += 1
+                logger.warning(
+                    "deciding %d subjects hit database trouble (attempt %d): %s",
+                    len(by_subject),
+                    attempt,
+                    exc,
+                )
+                await asyncio.sleep(0.05 * 2**attempt * (0.5 + random.random()))
+                continue
+            self.counters.inputs += sum(len(items) for items in by_subject.values())
+            self.counters.inputs_failed += failed
+            await self._committed(saved, min(next_due) if next_due else None)
+            self._state_wake.set()
+            return
+
+    async def _apply_together(
+        self, session: AsyncSession, by_subject: dict[str, list[tuple[PolicyInput, str]]], now: datetime
+    ) -> tuple[list[store.SavedEvent], list[datetime], int]:
+        """In the caller's transaction: the saved events, the next due times, the inputs that failed."""
+        saved: list[store.SavedEvent] = []
+        next_due: list[datetime] = []
+        failed = 0
+        locked = await store.lock_subjects(session, list(by_subject), now=now)
+        for subject, current in locked.items():
+            for item, topic in by_subject[subject]:
+                try:
+                    decision = decide(current.state, item, now=now, policy=self.policy)
+                except Exception:
+                    failed += 1
+                    logger.exception("escalation of a message on %.200r failed on a server bug", topic)
+                    continue
+                saved += await self._save(session, current, decision, now)
+                if decision.next_due_at is not None:
+                    next_due.append(decision.next_due_at)
+                current = store.LockedSubject(subject, decision.state, current.version + 1)
+        return saved, next_due, failed
 
     def _policy_input(self, outcome: IngestOutcome, following: set[str]) -> PolicyInput | None:
         message = outcome.message
@@ -266,12 +348,15 @@ class EscalationEngine:
                 self.counters.inputs_failed += 1
                 logger.exception("escalation of a message on %.200r failed on a server bug", topic)
                 return
-            # Stored but not yet escalated: keep it and retry until the database is back.
-            self.counters.inputs_deferred += 1
-            self._deferred.append(item)
-            self._deferred_wake.set()
-            logger.error("database unavailable; escalation of a message on %.200r deferred: %s", topic, exc)
+            self._defer(item, topic, exc)
         self._state_wake.set()
+
+    def _defer(self, item: PolicyInput, topic: str, exc: Exception) -> None:
+        """Stored but not yet escalated: keep it and retry until the database is back."""
+        self.counters.inputs_deferred += 1
+        self._deferred.append(item)
+        self._deferred_wake.set()
+        logger.error("database unavailable; escalation of a message on %.200r deferred: %s", topic, exc)
 
     async def drain(self, timeout_s: float = 10.0) -> int:
         """Wait (bounded) for decisions still running for stored messages; return how many were left."""
@@ -394,14 +479,7 @@ class EscalationEngine:
                 async with self.sessions() as session, session.begin():
                     locked = await store.lock_subject(session, subject, now=now)
                     decision = decide(locked.state, item, now=now, policy=self.policy)
-                    saved = await store.save_decision(
-                        session,
-                        locked,
-                        decision,
-                        now=now,
-                        webhooks=list(self.webhooks),
-                        worker_id=self.worker_id,
-                    )
+                    saved = await self._save(session, locked, decision, now)
             except Exception as exc:
                 if not _retryable(exc) or attempt == STORAGE_ATTEMPTS:
                     raise
@@ -414,6 +492,22 @@ class EscalationEngine:
             await self._committed(saved, decision.next_due_at)
             return decision.changes
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _save(
+        self, session: AsyncSession, locked: store.LockedSubject, decision: Decision, now: datetime
+    ) -> list[store.SavedEvent]:
+        leased = (
+            now + timedelta(seconds=self.settings.delivery_lease_s) if self.publisher is not None else None
+        )
+        return await store.save_decision(
+            session,
+            locked,
+            decision,
+            now=now,
+            webhooks=list(self.webhooks),
+            worker_id=self.worker_id,
+            mqtt_leased_until=leased,
+        )
 
     async def _committed(self, saved: Sequence[store.SavedEvent], next_due_at: datetime | None) -> None:
         if next_due_at is not None:
@@ -442,10 +536,72 @@ class EscalationEngine:
             )
             if change.patient_id is not None:
                 self._pending.patients.add(change.patient_id)
+        leased = [(e.mqtt_delivery_id, e.event) for e in saved if e.mqtt_delivery_id is not None]
+        if leased:
+            await self._deliver_now(leased)
         self._delivery_wake.set()
         self._state_wake.set()
         async with self.changes_seen:
             self.changes_seen.notify_all()
+
+    async def _deliver_now(self, leased: Sequence[tuple[int, AlertEvent]]) -> None:
+        """Publish just-committed events to the cc topic at once (concurrently, each waiting at most
+        IMMEDIATE_PUBLISH_TIMEOUT_S for its PUBACK), then record the outcome in one transaction; the
+        delivery loop would only find them on its next claim. A failed publish is handed to the loop
+        (due now, its backoff after); if the recording fails, the loop sends the events again when their
+        lease ends (at least once: consumers deduplicate by message_id). Never raises."""
+        publisher = self.publisher
+        assert publisher is not None
+
+        async def publish(event: AlertEvent) -> str | None:
+            try:
+                async with asyncio.timeout(IMMEDIATE_PUBLISH_TIMEOUT_S):
+                    await publisher.publish(CC_ALERT_TOPIC, encode(event), qos=1)
+            except Exception as exc:  # recorded and retried by the loop, never fatal
+                return _failure(exc)
+            return None
+
+        errors = await asyncio.gather(*(publish(event) for _, event in leased))
+        now = self._clock()
+        delivered = [row_id for (row_id, _), error in zip(leased, errors, strict=True) if error is None]
+        try:
+            async with self.sessions() as session, session.begin():
+                if delivered:
+                    await session.execute(
+                        update(AlertDelivery)
+                        .where(AlertDelivery.id.in_(delivered))
+                        .values(
+                            status="delivered",
+                            delivered_at=now,
+                            next_attempt_at=None,
+                            attempts=AlertDelivery.attempts + 1,
+                        )
+                    )
+                for (row_id, _), error in zip(leased, errors, strict=True):
+                    if error is not None:
+                        await session.execute(
+                            update(AlertDelivery)
+                            .where(AlertDelivery.id == row_id)
+                            .values(
+                                attempts=AlertDelivery.attempts + 1, next_attempt_at=now, last_error=error
+                            )
+                        )
+        except Exception as exc:  # the decision is committed whatever happens here
+            log = logger.warning if _retryable(exc) else logger.exception
+            log(
+                "recording %d alert deliveries failed; they are sent again after the lease: %s",
+                len(leased),
+                exc,
+            )
+            return
+        self.counters.deliveries_sent += len(delivered)
+        if len(delivered) < len(leased):
+            self.counters.delivery_retries += len(leased) - len(delivered)
+            logger.warning(
+                "%d alert events not published at once; the delivery loop retries them",
+                len(leased) - len(delivered),
+            )
+            self._delivery_wake.set()
 
     # -- timers ---------------------------------------------------------------------------------------
 
@@ -467,14 +623,7 @@ class EscalationEngine:
                             async with session.begin_nested():
                                 locked = store.load(row)
                                 decision = decide(locked.state, Tick(), now=now, policy=self.policy)
-                                saved = await store.save_decision(
-                                    session,
-                                    locked,
-                                    decision,
-                                    now=now,
-                                    webhooks=list(self.webhooks),
-                                    worker_id=self.worker_id,
-                                )
+                                saved = await self._save(session, locked, decision, now)
                         except Exception as exc:
                             if _retryable(exc):
                                 raise
@@ -544,10 +693,28 @@ class EscalationEngine:
             claimed = [
                 (row.id, row.sink, row.target, row.payload, row.attempts, row.message_id) for row in rows
             ]
-        for row_id, sink, target, payload, attempts, message_id in claimed:
-            error = await self._send(sink, target, payload, message_id)
-            await self._record_delivery(row_id, sink, target, attempts, error)
+        # Concurrently (a receiver slow to answer, up to its timeout, holds up only its own row), a few
+        # at a time: each records its outcome in a transaction of its own, from the shared pool.
+        slots = asyncio.Semaphore(DELIVERIES_AT_ONCE)
+
+        async def deliver(row: tuple[int, str, str, dict[str, object], int, uuid.UUID]) -> None:
+            async with slots:
+                await self._deliver(*row)
+
+        await asyncio.gather(*(deliver(row) for row in claimed))
         return len(claimed)
+
+    async def _deliver(
+        self,
+        row_id: int,
+        sink: str,
+        target: str,
+        payload: dict[str, object],
+        attempts: int,
+        message_id: uuid.UUID,
+    ) -> None:
+        error = await self._send(sink, target, payload, message_id)
+        await self._record_delivery(row_id, sink, target, attempts, error)
 
     async def _send(
         self, sink: str, target: str, payload: dict[str, object], message_id: uuid.UUID
@@ -571,7 +738,7 @@ class EscalationEngine:
             await transport.post(hook.url, body, signed, timeout_s=hook.timeout_s)
             return None
         except Exception as exc:  # every failure of a sink is recorded and retried, never fatal
-            return f"{type(exc).__name__}: {exc}"[:2000]
+            return _failure(exc)
 
     async def _record_delivery(
         self, row_id: int, sink: str, target: str, attempts: int, error: str | None
@@ -636,35 +803,32 @@ class EscalationEngine:
     # -- patient state --------------------------------------------------------------------------------
 
     async def publish_patient_states(self) -> int:
-        """Publish the PatientState of every patient touched since the last call (retained, QoS 1)."""
+        """Publish the PatientState of every patient touched since the last call (retained, QoS 1): one
+        query for all of them, then the publishes concurrently (each awaits its PUBACK)."""
         pending, self._pending = self._pending, _Pending()
         patients = set(pending.patients)
         if not self.settings.publish_patient_state or self.publisher is None:
             return 0
         async with store.reading(self.sessions) as session:
-            for gateway_id in sorted(pending.gateways):
-                patients.update(await patients_of_gateway(session, gateway_id))
-            states = [
-                await patient_state(session, patient_id, now=self._clock()) for patient_id in sorted(patients)
-            ]
-        published = 0
-        for state in states:
-            if state is None:
-                continue
-            try:
-                await self.publisher.publish(
-                    cc_patient_topic(state.patient_id), encode(state), qos=1, retain=True
-                )
-            except Exception as exc:
-                logger.warning("publishing the state of %s failed: %s", state.patient_id, exc)
-                self._pending.patients.add(state.patient_id)
-                self._state_wake.set()  # try again (each attempt waits for the broker connection)
-                continue
-            published += 1
-            if self.broadcaster is not None:
-                self.broadcaster.publish("patient", state.model_dump(mode="json"))
-        self.counters.patient_states_published += published
-        return published
+            patients.update(await patients_of_gateways(session, pending.gateways))
+            states = await patient_states(session, patients, now=self._clock())
+        published = await asyncio.gather(*(self._publish_state(state) for state in states))
+        self.counters.patient_states_published += sum(published)
+        return sum(published)
+
+    async def _publish_state(self, state: PatientState) -> bool:
+        assert self.publisher is not None
+        topic = cc_patient_topic(state.patient_id)
+        try:
+            await self.publisher.publish(topic, encode(state), qos=1, retain=True)
+        except Exception as exc:
+            logger.warning("publishing the state of %s failed: %s", state.patient_id, exc)
+            self._pending.patients.add(state.patient_id)
+            self._state_wake.set()  # try again (each attempt waits for the broker connection)
+            return False
+        if self.broadcaster is not None:
+            self.broadcaster.publish("patient", state.model_dump(mode="json"))
+        return True
 
     async def run_patient_states(self) -> None:
         while True:

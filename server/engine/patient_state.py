@@ -1,60 +1,110 @@
-"""A patient's current picture for the command center (``PatientState``), read from the database."""
+"""Patients' current pictures for the command center (``PatientState``), read from the database.
+
+:func:`patient_states` reads any number of patients in one statement (the engine publishes the states of
+every patient touched in the last 200 ms at once): the patient's gateway and whether it is online, the
+latest assessment, the latest value of each vital and the number of open alerts are correlated
+subqueries of one row per patient, each answered from an index (``observations`` by patient, vital and
+time; ``assessments`` by patient and time).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ScalarSelect, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from edge_agent.protocol import PatientState, Risk, VitalCode
 from server.storage.models import Alert, Assessment, Gateway, Observation, Patient
 
+_VITALS = tuple(VitalCode)
 
-async def patient_state(session: AsyncSession, patient_id: str, *, now: datetime) -> PatientState | None:
-    """None when the patient is unknown or has no gateway."""
-    patient = await session.get(Patient, patient_id)
-    if patient is None or patient.gateway_id is None:
-        return None
-    assessment = (
-        await session.scalars(
-            select(Assessment)
-            .where(Assessment.patient_id == patient_id)
-            .order_by(Assessment.assessed_at.desc(), Assessment.id.desc())
-            .limit(1)
-        )
-    ).first()
-    latest: dict[VitalCode, float] = {}
-    for vital in VitalCode:
-        value = await session.scalar(
-            select(Observation.value)
-            .where(Observation.patient_id == patient_id, Observation.vital == vital.value)
-            .order_by(Observation.measured_at.desc(), Observation.id.desc())
-            .limit(1)
-        )
-        if value is not None:
-            latest[vital] = value
-    open_alerts = await session.scalar(
+_CHUNK = 500
+"""Patients per statement (keeps the statement's parameters well below any driver's limit)."""
+
+
+def _latest_value(vital: VitalCode) -> ScalarSelect[Any]:
+    return (
+        select(Observation.value)
+        .where(Observation.patient_id == Patient.patient_id, Observation.vital == vital.value)
+        .order_by(Observation.measured_at.desc(), Observation.id.desc())
+        .limit(1)
+        .correlate(Patient)
+        .scalar_subquery()
+    )
+
+
+def _statement(patient_ids: list[str]) -> Any:
+    latest_assessment = (
+        select(Assessment.id)
+        .where(Assessment.patient_id == Patient.patient_id)
+        .order_by(Assessment.assessed_at.desc(), Assessment.id.desc())
+        .limit(1)
+        .correlate(Patient)
+        .scalar_subquery()
+    )
+    open_alerts = (
         select(func.count())
         .select_from(Alert)
-        .where(Alert.patient_id == patient_id, Alert.state != "resolved")
+        .where(Alert.patient_id == Patient.patient_id, Alert.state != "resolved")
+        .correlate(Patient)
+        .scalar_subquery()
     )
-    gateway = await session.get(Gateway, patient.gateway_id)
-    return PatientState(
-        patient_id=patient_id,
-        gateway_id=patient.gateway_id,
-        updated_at=now,
-        risk=Risk(assessment.risk) if assessment is not None else None,
-        total=assessment.total if assessment is not None else None,
-        components=dict(assessment.components) if assessment is not None else {},
-        latest=latest,
-        open_alerts=int(open_alerts or 0),
-        gateway_online=bool(gateway is not None and gateway.online),
+    assessment = aliased(Assessment)
+    return (
+        select(
+            Patient.patient_id,
+            Patient.gateway_id,
+            Gateway.online,
+            assessment.risk,
+            assessment.total,
+            assessment.components,
+            open_alerts,
+            *(_latest_value(vital) for vital in _VITALS),
+        )
+        .select_from(Patient)
+        .outerjoin(Gateway, Gateway.gateway_id == Patient.gateway_id)
+        .outerjoin(assessment, assessment.id == latest_assessment)
+        .where(Patient.patient_id.in_(patient_ids), Patient.gateway_id.is_not(None))
+        .order_by(Patient.patient_id)
     )
 
 
-async def patients_of_gateway(session: AsyncSession, gateway_id: str) -> list[str]:
+async def patient_states(
+    session: AsyncSession, patient_ids: Collection[str], *, now: datetime
+) -> list[PatientState]:
+    """The states of those of ``patient_ids`` that are known and have a gateway, ordered by patient id."""
+    ordered = sorted(set(patient_ids))
+    states: list[PatientState] = []
+    for start in range(0, len(ordered), _CHUNK):
+        rows = await session.execute(_statement(ordered[start : start + _CHUNK]))
+        for patient_id, gateway_id, online, risk, total, components, open_alerts, *values in rows:
+            states.append(
+                PatientState(
+                    patient_id=patient_id,
+                    gateway_id=gateway_id,
+                    updated_at=now,
+                    risk=Risk(risk) if risk is not None else None,
+                    total=total,
+                    components=dict(components) if components is not None else {},
+                    latest={v: value for v, value in zip(_VITALS, values, strict=True) if value is not None},
+                    open_alerts=int(open_alerts or 0),
+                    gateway_online=bool(online),
+                )
+            )
+    return states
+
+
+async def patients_of_gateways(session: AsyncSession, gateway_ids: Collection[str]) -> list[str]:
+    """The patients of these gateways, ordered by id."""
+    if not gateway_ids:
+        return []
     result = await session.scalars(
-        select(Patient.patient_id).where(Patient.gateway_id == gateway_id).order_by(Patient.patient_id)
+        select(Patient.patient_id)
+        .where(Patient.gateway_id.in_(sorted(gateway_ids)))
+        .order_by(Patient.patient_id)
     )
     return list(result.all())

@@ -79,18 +79,41 @@ def load(row: EscalationSubject) -> LockedSubject:
 
 async def lock_subject(session: AsyncSession, subject: str, *, now: datetime) -> LockedSubject:
     """The subject's state, locked for this transaction (created empty when it has none yet: two workers
-    creating the same subject at once meet on the primary key, and the second waits for the first)."""
-    postgres = session.get_bind().dialect.name == "postgresql"
-    insert = postgresql.insert(EscalationSubject) if postgres else sqlite.insert(EscalationSubject)
-    empty = EscalationState().model_dump(mode="json")
-    await session.execute(
-        insert.values(
-            subject=subject, state=empty, next_due_at=None, updated_at=now, version=0
-        ).on_conflict_do_nothing(index_elements=["subject"])
+    creating the same subject at once meet on the primary key, and the second waits for the first).
+
+    One round trip when the subject exists (every input after its first)."""
+    return (await lock_subjects(session, [subject], now=now))[subject]
+
+
+async def lock_subjects(
+    session: AsyncSession, subjects: Sequence[str], *, now: datetime
+) -> dict[str, LockedSubject]:
+    """Several subjects' states, locked in subject order (so that transactions locking overlapping sets
+    wait for each other rather than deadlock), the missing ones created empty first."""
+    ordered = sorted(set(subjects))
+    statement = (
+        select(EscalationSubject)
+        .where(EscalationSubject.subject.in_(ordered))
+        .order_by(EscalationSubject.subject)
+        .with_for_update()
     )
-    statement = select(EscalationSubject).where(EscalationSubject.subject == subject).with_for_update()
-    row = (await session.scalars(statement)).one()
-    return load(row)
+    rows = {row.subject: row for row in (await session.scalars(statement)).all()}
+    missing = [subject for subject in ordered if subject not in rows]
+    if missing:
+        postgres = session.get_bind().dialect.name == "postgresql"
+        insert = postgresql.insert(EscalationSubject) if postgres else sqlite.insert(EscalationSubject)
+        empty = EscalationState().model_dump(mode="json")
+        await session.execute(
+            insert.values(
+                [
+                    {"subject": subject, "state": empty, "next_due_at": None, "updated_at": now, "version": 0}
+                    for subject in missing
+                ]
+            ).on_conflict_do_nothing(index_elements=["subject"])
+        )
+        created = (await session.scalars(statement.where(EscalationSubject.subject.in_(missing)))).all()
+        rows.update((row.subject, row) for row in created)
+    return {subject: load(rows[subject]) for subject in ordered}
 
 
 async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[EscalationSubject]:
@@ -139,6 +162,8 @@ def policy_subject(row: Alert) -> str:
 class SavedEvent:
     change: AlertChange
     event: AlertEvent
+    mqtt_delivery_id: int | None = None
+    """The event's cc-topic delivery row, when it was saved leased for immediate delivery."""
 
 
 async def save_decision(
@@ -149,10 +174,14 @@ async def save_decision(
     now: datetime,
     webhooks: Sequence[str],
     worker_id: str,
+    mqtt_leased_until: datetime | None = None,
 ) -> list[SavedEvent]:
-    """Write the new state, the alert rows, the audit records and their deliveries; return the events."""
+    """Write the new state, the alert rows, the audit records and their deliveries; return the events.
+
+    With ``mqtt_leased_until`` each event's cc-topic delivery is saved leased until then (the delivery
+    loop leaves it alone): the caller publishes it as soon as the transaction commits and records the
+    outcome; if it never does (a crash), the loop sends it once the lease ends."""
     await _save_state(session, locked, decision, now=now)
-    saved: list[SavedEvent] = []
     done: set[uuid.UUID] = set()
     for change in decision.changes:
         if change.alert_id not in done:
@@ -160,6 +189,7 @@ async def save_decision(
             # written and flushed before the next, so the one-unresolved-per-subject index always holds.
             await _save_alert(session, locked.subject, decision, change.alert_id, now=now)
             done.add(change.alert_id)
+    written: list[tuple[AlertChange, AlertEvent, AlertDelivery]] = []
     for change in decision.changes:
         event = to_alert_event(change, message_id=new_message_id())
         session.add(
@@ -179,34 +209,44 @@ async def save_decision(
         )
         payload = event.model_dump(mode="json")
         sinks = [(MQTT_SINK, CC_ALERT_TOPIC)] + [(WEBHOOK_SINK, name) for name in webhooks]
-        for sink, target in sinks:
-            session.add(
-                AlertDelivery(
-                    message_id=event.message_id,
-                    sink=sink,
-                    target=target,
-                    payload=payload,
-                    status="pending",
-                    attempts=0,
-                    created_at=now,
-                    next_attempt_at=now,
-                )
+        deliveries = [
+            AlertDelivery(
+                message_id=event.message_id,
+                sink=sink,
+                target=target,
+                payload=payload,
+                status="pending",
+                attempts=0,
+                created_at=now,
+                next_attempt_at=mqtt_leased_until if sink == MQTT_SINK and mqtt_leased_until else now,
             )
-        saved.append(SavedEvent(change, event))
+            for sink, target in sinks
+        ]
+        session.add_all(deliveries)
+        written.append((change, event, deliveries[0]))
     await session.flush()
-    return saved
+    return [
+        SavedEvent(change, event, mqtt.id if mqtt_leased_until is not None else None)
+        for change, event, mqtt in written
+    ]
 
 
 async def _save_state(
     session: AsyncSession, locked: LockedSubject, decision: Decision, *, now: datetime
 ) -> None:
-    row = await session.get(EscalationSubject, locked.subject)
-    assert row is not None, "the subject was locked in this transaction"
-    row.state = decision.state.model_dump(mode="json")
-    row.next_due_at = decision.next_due_at
-    row.updated_at = now
-    row.version = locked.version + 1
-    await session.flush()
+    """One UPDATE of the locked row (a Core statement: the unit of work's bookkeeping for one row costs
+    more than the statement)."""
+    await session.execute(
+        update(EscalationSubject)
+        .where(EscalationSubject.subject == locked.subject)
+        .values(
+            state=decision.state.model_dump(mode="json"),
+            next_due_at=decision.next_due_at,
+            updated_at=now,
+            version=locked.version + 1,
+        ),
+        execution_options={"synchronize_session": False},
+    )
 
 
 async def _save_alert(

@@ -6,18 +6,29 @@ transaction started with ``BEGIN IMMEDIATE`` so two writers queue instead of dea
 upgrade (a session that only reads can ask for a deferred transaction with ``READ_ONLY``; keep every
 session short either way, as one open write transaction holds the whole database).
 
-PostgreSQL (several workers): asyncpg with a bounded pool and pre-ping, READ COMMITTED; the ingest relies
-on ``INSERT … ON CONFLICT`` and row locks, not on the isolation level.
+PostgreSQL (several workers): asyncpg with a bounded pool, READ COMMITTED; the ingest relies on
+``INSERT … ON CONFLICT`` and row locks, not on the isolation level. No pre-ping on every checkout: it
+would cost two round trips (BEGIN, ROLLBACK) before every transaction, for every ingest batch and every
+escalation decision. Instead a connection is checked when it leaves the pool: one the server has closed
+(a restart, ``pg_terminate_backend``; the driver has already seen the socket close) is replaced at no
+cost, and one that sat idle for ``IDLE_PING_S`` is pinged. A connection that dies while busy fails its
+statement as a disconnect; SQLAlchemy then discards every connection of the pool opened before it, and
+the callers' retries (ingest, the engine; the API answers 503 with Retry-After) run on new ones.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+IDLE_PING_S: Final = 10.0
+"""A PostgreSQL connection idle in the pool this long is pinged before use."""
 
 READ_ONLY_OPTION: Final = "wardwatch_read_only"
 READ_ONLY: Final = {READ_ONLY_OPTION: True}
@@ -54,10 +65,34 @@ def create_engine(
         _configure_sqlite(engine, busy_timeout_s)
         return engine
     if backend == "postgresql":
-        return create_async_engine(
-            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **options
-        )
+        engine = create_async_engine(parsed, pool_size=pool_size, max_overflow=pool_size, **options)
+        _check_on_checkout(engine)
+        return engine
     raise ValueError(f"unsupported database backend {backend!r}; use sqlite+aiosqlite or postgresql+asyncpg")
+
+
+_IDLE_SINCE: Final = "wardwatch_idle_since"
+
+
+def _check_on_checkout(engine: AsyncEngine) -> None:
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "_connection", None)
+        if driver is not None and driver.is_closed():
+            raise DisconnectionError("the database closed this connection")  # the pool replaces it
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"an idle connection failed its ping: {exc}") from exc
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_s: float) -> None:

@@ -13,6 +13,7 @@ from support.broker import MosquittoBroker, free_port
 from edge_agent.mqtt import (
     ConnectFailed,
     ConnectionLost,
+    Message,
     MqttClient,
     MqttSettings,
     PublishRefused,
@@ -241,3 +242,39 @@ async def test_mqtt311_retained_will_fires_when_the_connection_drops(
         await late.subscribe(will_topic)
         message = await asyncio.wait_for(anext(aiter(late.messages())), 10)
     assert (message.payload, message.retain) == (b"dead", True)
+
+
+async def test_a_manual_ack_client_holds_itself_to_its_receive_maximum(
+    broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    """Mosquitto 2.0.11 stops honouring a client's Receive Maximum once PUBACKs flow and sends its whole
+    queue; the client must not read past it, or a consumer buffers whatever backlog the broker holds."""
+    consumer = settings(
+        broker, f"window-{topic_prefix[-12:]}", manual_ack=True, clean_start=True, receive_maximum=5
+    )
+    async with MqttClient(consumer) as sub:
+        await sub.subscribe(f"{topic_prefix}/data")
+        async with MqttClient(settings(broker, f"window-pub-{topic_prefix[-12:]}")) as pub:
+            for n in range(40):
+                await pub.publish(f"{topic_prefix}/data", str(n).encode())
+        window: list[Message] = []
+        seen: list[bytes] = []
+        most_buffered = 0
+        async for message in sub.messages():
+            seen.append(message.payload)
+            window.append(message)
+            # what the client has taken off the socket and not had acknowledged
+            most_buffered = max(most_buffered, len(window) + sub._messages.qsize())
+            if len(window) == 5 or len(seen) == 40:
+                for held in window:
+                    held.ack()  # acknowledgements are what make the broker overrun the window
+                window.clear()
+            if len(seen) == 40:
+                break
+    assert seen == [str(n).encode() for n in range(40)]
+    assert most_buffered == 5
+
+
+def test_receive_maximum_is_checked() -> None:
+    with pytest.raises(ValueError, match="receive_maximum"):
+        MqttSettings(host="127.0.0.1", port=1883, client_id="c", receive_maximum=0)

@@ -241,3 +241,45 @@ async def test_a_backlog_is_stored_in_batches(
     assert max(recorder.sizes) <= 16
     assert {o.kind for o in outcomes.items} == {OutcomeKind.STORED}
     assert await scalar(sessions, "SELECT count(*) FROM observations") == 60
+
+
+async def test_the_puback_follows_the_commit_not_the_handlers_which_are_bounded(
+    broker: MosquittoBroker,
+    ingestor: Ingestor,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway_id: str,
+) -> None:
+    """A slow outcome handler (the escalation engine on a burst) must not hold stored messages in the
+    broker's in-flight window; it is bounded instead: with ``max_pending`` batches waiting for their
+    handler the consumer takes nothing more from the broker."""
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def slow_handler(outcomes: list[IngestOutcome]) -> None:
+        await release.wait()
+        handled.append(len(outcomes))
+
+    consumer = IngestConsumer(
+        ingestor,
+        mqtt_settings(broker, f"server-{gateway_id}"),
+        share_group=None,
+        concurrency=1,
+        max_batch=1,
+        max_pending=2,
+        on_outcomes=slow_handler,
+    )
+    batches = [observation_batch(gateway_id, seq, count=1) for seq in range(5)]
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(consumer.run(), name="ingest consumer")
+        await asyncio.wait_for(consumer.connected.wait(), 10)
+        await publish_all(broker, gateway_id, [(obs_topic(gateway_id), protocol.encode(b)) for b in batches])
+        await asyncio.wait_for(consumer.wait_acknowledged(2), 10)  # acknowledged with no handler done
+        assert handled == []
+        # the bound: two batches wait for their handler, the third message stays with the broker
+        assert await scalar(sessions, "SELECT count(*) FROM observations") == 2
+        assert consumer.acknowledged == 2
+        release.set()
+        await asyncio.wait_for(consumer.wait_acknowledged(5), 10)
+        task.cancel()
+    assert sum(handled) >= 3  # batch 5 was taken once a third handler finished; later ones may be cut off
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 5

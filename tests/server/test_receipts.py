@@ -83,3 +83,49 @@ async def test_a_failed_publish_is_counted_and_the_sender_keeps_going() -> None:
     runner.cancel()
     assert sender.failed == 1
     assert not runner.done() or runner.cancelled()
+
+
+async def test_one_flush_publishes_its_receipts_concurrently_within_the_bound() -> None:
+    """A thousand gateways' receipts one PUBACK after another would outlast the interval: they go out
+    together, at most ``max_concurrent`` awaiting the broker at once."""
+    in_flight = 0
+    most = 0
+    all_started = asyncio.Event()
+    release = asyncio.Event()
+    started = 0
+
+    async def publish(topic: str, payload: bytes) -> None:
+        nonlocal in_flight, most, started
+        in_flight += 1
+        started += 1
+        most = max(most, in_flight)
+        if in_flight == 4:
+            all_started.set()
+        await release.wait()  # the PUBACK comes only when the test says so
+        in_flight -= 1
+
+    sender = ReceiptSender(publish, max_concurrent=4, clock=lambda: NOW)
+    for n in range(10):
+        await sender.note(outcome(OutcomeKind.STORED, batch(f"gw-{n}", 0)))
+    flushing = asyncio.create_task(sender.flush())
+    await asyncio.wait_for(all_started.wait(), 5)
+    assert started == 4  # the bound holds while none is acknowledged
+    release.set()
+    await asyncio.wait_for(flushing, 5)
+    assert (most, started, sender.sent) == (4, 10, 10)
+
+
+async def test_stored_at_is_when_the_last_listed_message_was_noted() -> None:
+    published: list[bytes] = []
+    times = iter([NOW, NOW.replace(second=1), NOW.replace(second=2)])
+
+    async def publish(topic: str, payload: bytes) -> None:
+        published.append(payload)
+
+    sender = ReceiptSender(publish, clock=lambda: next(times))
+    await sender.note(outcome(OutcomeKind.STORED, batch("gw-a", 0)))
+    await sender.note(outcome(OutcomeKind.STORED, batch("gw-a", 1)))
+    await sender.note(outcome(OutcomeKind.STORED, batch("gw-b", 0)))
+    await sender.flush()  # the clock is not read again: a slow flush does not age the receipts
+    stamps = sorted(decode(Receipt, payload).stored_at for payload in published)
+    assert stamps == [NOW.replace(second=1), NOW.replace(second=2)]

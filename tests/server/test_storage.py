@@ -335,3 +335,54 @@ async def test_periodic_purge_runs_until_cancelled(
         await task
     assert rounds == [60, 60]
     assert await scalar(sessions, "SELECT count(*) FROM observations") == 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_connection_the_server_closed_is_replaced_when_it_leaves_the_pool(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pre-ping on every checkout (two round trips per transaction): a pooled connection the server
+    terminated is replaced for free, and one idle for IDLE_PING_S is pinged first."""
+    import asyncpg
+    from sqlalchemy import event
+    from sqlalchemy.engine import make_url
+
+    import server.storage.engine as storage_engine
+
+    url = make_url(database_url)
+    database = create_engine(database_url, pool_size=1)
+    statements: list[str] = []
+    event.listen(database.sync_engine, "before_cursor_execute", lambda *a: statements.append(str(a[2])))
+    pings: list[object] = []
+    real_ping = database.sync_engine.dialect.do_ping
+
+    def counted_ping(dbapi_connection: Any) -> bool:
+        pings.append(dbapi_connection)
+        return real_ping(dbapi_connection)
+
+    monkeypatch.setattr(database.sync_engine.dialect, "do_ping", counted_ping)
+    admin = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database="postgres")
+    try:
+        async with database.connect() as connection:
+            before = await connection.scalar(text("SELECT pg_backend_pid()"))
+            driver = (await connection.get_raw_connection()).driver_connection
+        statements.clear()
+        async with database.connect() as connection:  # just used: no ping, no extra statement
+            assert await connection.scalar(text("SELECT pg_backend_pid()")) == before
+        assert statements == ["SELECT pg_backend_pid()"] and pings == []
+
+        closed = asyncio.Event()
+        driver.add_termination_listener(lambda _connection: closed.set())
+        await admin.execute("SELECT pg_terminate_backend($1)", before)
+        await asyncio.wait_for(closed.wait(), 10)  # the driver sees the server close the socket
+        async with database.connect() as connection:  # no error: a new connection
+            after = await connection.scalar(text("SELECT pg_backend_pid()"))
+        assert after != before and pings == []
+
+        monkeypatch.setattr(storage_engine, "IDLE_PING_S", 0.0)
+        async with database.connect() as connection:  # "idle" at once now: pinged, and alive
+            assert await connection.scalar(text("SELECT pg_backend_pid()")) == after
+        assert len(pings) == 1
+    finally:
+        await admin.close()
+        await database.dispose()

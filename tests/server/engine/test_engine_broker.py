@@ -51,11 +51,14 @@ async def test_alert_event_is_delivered_after_a_broker_outage(
         high = news2_assessment(gateway_id, 0, patient_id="pt-outage", assessed_at=clock.now)
         await engine.handle_outcome(await ingest(ingestor, high, clock.now))
 
-        assert await engine.deliver_pending() == 1
+        # published at once after the commit: that attempt fails (no broker within connect_wait_s) and
+        # is handed to the delivery loop
+        assert await engine.drain() == 0
         (status, attempts, error) = (
             await rows(sessions, "SELECT status, attempts, last_error FROM alert_deliveries")
         )[0]
-        assert (status, attempts) == ("pending", 1) and error
+        assert (status, attempts) == ("pending", 1) and "NotConnected" in error
+        assert engine.counters.delivery_retries == 1
 
         broker.start()
         async with MqttClient(_settings(broker, "command-center")) as command_center:

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 import pytest
 from engine_support import FakeClock, RecordingPublisher, gateway_status, ingest, news2_assessment
 from server_support import T0, rows, scalar
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from edge_agent import protocol
 from server.engine import EngineSettings, EscalationEngine
@@ -73,7 +73,8 @@ async def test_high_news2_raises_publishes_and_escalates_once(
 
     alert = (await rows(sessions, "SELECT state, priority, tier, category, condition FROM alerts"))[0]
     assert tuple(alert) == ("open", "high", 2, "clinical", "news2")
-    assert await engine.deliver_pending() == 1
+    assert await engine.drain() == 0  # published at once after the commit, not by the delivery loop
+    assert await engine.deliver_pending() == 0
     (raised,) = publisher.alert_events()
     assert (raised.alert_id, raised.action, raised.priority, raised.tier) == (alert_id, "raised", "high", 2)
     assert raised.patient_id == "pt-high" and raised.risk is protocol.Risk.HIGH and raised.total == 8
@@ -92,7 +93,7 @@ async def test_high_news2_raises_publishes_and_escalates_once(
     assert [tuple(event) for event in events] == [("raised", 2, None), ("escalated", 3, None)]
     assert await scalar(sessions, "SELECT tier FROM alerts") == 3
 
-    await engine.deliver_pending()
+    await engine.drain()
     escalated = publisher.alert_events()[-1]
     assert (escalated.action, escalated.tier) == ("escalated", 3)
     assert engine.counters.max_timer_lateness_s == pytest.approx(1.0)
@@ -517,3 +518,65 @@ async def test_one_transactions_outcomes_are_decided_in_order_per_subject(
     assert per_patient["pt-a"][0] == ("raised", "medium"), events  # the medium first, as stored
     assert per_patient["pt-a"][-1][1] == "high", events  # then worsened to high
     assert per_patient["pt-b"] == [("raised", "high")]
+
+
+async def test_one_ingest_batch_is_decided_in_one_transaction_and_a_bad_subject_stays_alone(
+    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine, ingestor: Ingestor, gateway_id: str
+) -> None:
+    """A burst of assessments and heartbeats from many homes is decided in one transaction (the
+    subjects locked together, in order), with the same alerts as one by one; a subject whose stored
+    state cannot be read fails alone, and the rest of its batch is decided."""
+    clock, publisher = FakeClock(), RecordingPublisher()
+    escalation = make_engine(sessions, clock, publisher)
+    outcomes = []
+    for n in range(12):
+        gateway = f"{gateway_id}-{n}"
+        birth = await ingest(ingestor, gateway_status(gateway, "birth", sent_at=clock.now), clock.now)
+        await escalation.handle_outcome(birth)
+        high = news2_assessment(gateway, 0, patient_id=f"pt-burst-{n}", assessed_at=clock.now)
+        outcomes.append(await ingest(ingestor, high, clock.now))
+        heartbeat = gateway_status(gateway, "heartbeat", sent_at=clock.now + timedelta(seconds=1))
+        outcomes.append(await ingest(ingestor, heartbeat, clock.now))
+    async with sessions() as session, session.begin():  # a state this version cannot read
+        session.add(
+            EscalationSubject(
+                subject="patient:pt-burst-3",
+                state={"alerts": "from a newer version"},
+                next_due_at=None,
+                updated_at=clock.now,
+                version=7,
+            )
+        )
+    versions = dict(
+        tuple(row) for row in await rows(sessions, "SELECT subject, version FROM escalation_subjects")
+    )
+
+    commits: list[object] = []
+
+    def committed(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(engine.sync_engine, "commit", committed)
+    try:
+        await escalation.handle_outcomes(outcomes[:6] + outcomes[8:])  # all but home 3: 22 subjects
+    finally:
+        event.remove(engine.sync_engine, "commit", committed)
+    assert len(commits) == 2  # the decisions, then the record of their events' immediate delivery
+    assert len(publisher.alert_events()) == 11
+    others = [n for n in range(12) if n != 3]
+    raised = {tuple(row) for row in await rows(sessions, "SELECT patient_id, priority FROM alerts")}
+    assert raised == {(f"pt-burst-{n}", "high") for n in others}
+    after = dict(
+        tuple(row) for row in await rows(sessions, "SELECT subject, version FROM escalation_subjects")
+    )
+    for n in others:  # each heartbeat moved its gateway's state on by one decision
+        assert after[f"gateway:{gateway_id}-{n}"] == versions[f"gateway:{gateway_id}-{n}"] + 1
+
+    await escalation.handle_outcomes(outcomes[6:8])  # home 3: its assessment and its heartbeat
+    assert escalation.counters.inputs_failed == 1
+    assert await scalar(sessions, "SELECT count(*) FROM alerts WHERE patient_id = 'pt-burst-3'") == 0
+    after = dict(
+        tuple(row) for row in await rows(sessions, "SELECT subject, version FROM escalation_subjects")
+    )
+    assert after[f"gateway:{gateway_id}-3"] == versions[f"gateway:{gateway_id}-3"] + 1
+    assert after["patient:pt-burst-3"] == 7

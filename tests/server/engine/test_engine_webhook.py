@@ -3,6 +3,7 @@ the outcome recorded, and the dead letter after the last attempt."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -90,7 +91,9 @@ async def test_webhook_receives_signed_alert_events_and_retries_with_backoff(
         high = news2_assessment(gateway_id, 0, patient_id="pt-hook", assessed_at=clock.now)
         await engine.handle_outcome(await ingest(ingestor, high, clock.now))
 
-        assert await engine.deliver_pending() == 2  # MQTT and the webhook
+        assert await engine.drain() == 0  # the cc topic's copy went out at once after the commit
+        assert len(publisher.alert_events()) == 1
+        assert await engine.deliver_pending() == 1  # the webhook is the delivery loop's
         (status, attempts, error) = (
             await rows(
                 sessions, "SELECT status, attempts, last_error FROM alert_deliveries WHERE sink = 'webhook'"
@@ -148,3 +151,38 @@ async def test_a_webhook_that_keeps_failing_is_dead_lettered(
         assert engine.counters.deliveries_failed == 1
     finally:
         await engine.aclose()
+
+
+async def test_a_slow_receiver_does_not_hold_up_the_other_deliveries(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    """The delivery loop sends its rows concurrently: the first receiver answers only once the second
+    has been called (sent one after the other, this would never finish)."""
+    second_called = asyncio.Event()
+    posted: list[str] = []
+
+    class Transport:
+        async def post(self, url: str, body: bytes, headers: dict[str, str], *, timeout_s: float) -> None:
+            posted.append(url)
+            if url.endswith("/slow"):
+                await second_called.wait()
+            else:
+                second_called.set()
+
+    clock, publisher = FakeClock(), RecordingPublisher()
+    hooks = [
+        WebhookSettings(name="slow", url="http://127.0.0.1:9/slow", secret=SECRET),
+        WebhookSettings(name="fast", url="http://127.0.0.1:9/fast", secret=SECRET),
+    ]
+    engine = EscalationEngine(
+        sessions, publisher=publisher, clock=clock, webhooks=hooks, webhook_transport=Transport()
+    )
+    birth = gateway_status(gateway_id, "birth", sent_at=clock.now)
+    await engine.handle_outcome(await ingest(ingestor, birth, clock.now))
+    high = news2_assessment(gateway_id, 0, patient_id="pt-slow-hook", assessed_at=clock.now)
+    await engine.handle_outcome(await ingest(ingestor, high, clock.now))
+
+    assert await asyncio.wait_for(engine.deliver_pending(), 10) == 2
+    assert posted == ["http://127.0.0.1:9/slow", "http://127.0.0.1:9/fast"]
+    statuses = await rows(sessions, "SELECT target, status FROM alert_deliveries WHERE sink = 'webhook'")
+    assert sorted(tuple(row) for row in statuses) == [("fast", "delivered"), ("slow", "delivered")]
