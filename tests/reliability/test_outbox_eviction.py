@@ -94,6 +94,18 @@ async def test_a_full_outbox_evicts_the_oldest_readings_and_raises_a_technical_a
             handed = {int(line) for line in ledger.read_text().splitlines() if line.strip()}
             connection = await asyncpg.connect(dsn)
             try:
+                # A receipt follows the commit; the engine decides after it, so the alarm can come later.
+                async def alarmed() -> bool:
+                    worker.check_running()
+                    return bool(
+                        await connection.fetchval(
+                            "SELECT count(*) FROM alerts "
+                            "WHERE gateway_id = $1 AND condition = 'outbox_eviction'",
+                            gateway_id,
+                        )
+                    )
+
+                await wait_until(alarmed, 30, "the server raised the outbox_eviction alarm")
                 rows = await connection.fetch(
                     "SELECT measured_at FROM observations WHERE gateway_id = $1", gateway_id
                 )
