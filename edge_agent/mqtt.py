@@ -224,6 +224,9 @@ class MqttClient:
         self._messages: asyncio.Queue[Message | None] = asyncio.Queue()
         self._misc_task: asyncio.Task[None] | None = None
         self._fd: int | None = None
+        self._writer_fd: int | None = None
+        """The socket while the loop watches it for writing (it was full)."""
+        self._write_scheduled = False
         self._unacked = 0
         """QoS 1/2 messages received and not yet acknowledged (manual acknowledgement only)."""
         self._reading_paused = False
@@ -550,23 +553,40 @@ class MqttClient:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
         self._fd = None
+        self._writer_fd = None
         self._reading_paused = False
 
     def _on_socket_register_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
         self._in_loop(self._register_write, sock.fileno())
 
+    # paho asks for the socket to be watched for writing whenever it queues a packet. Watching it (an
+    # epoll change to add, another to remove, a loop turn in between) cost more than the send itself for
+    # a client publishing a message at a time; the queue is written at the end of this loop turn instead
+    # (one write for everything queued meanwhile), and the socket is watched only when it is full.
     def _register_write(self, fd: int) -> None:
         assert self._loop is not None
-        if fd == self._fd or self._fd is None:
+        if (fd == self._fd or self._fd is None) and not self._write_scheduled:
+            self._write_scheduled = True
+            self._loop.call_soon(self._write_queued, fd)
+
+    def _write_queued(self, fd: int) -> None:
+        assert self._loop is not None
+        self._write_scheduled = False
+        if fd != self._fd and self._fd is not None:
+            return  # that socket is gone
+        self._paho.loop_write()
+        if self._paho.want_write() and self._writer_fd is None:  # the socket took only part
+            self._writer_fd = fd
             self._loop.add_writer(fd, self._paho.loop_write)
 
     def _on_socket_unregister_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
         self._in_loop(self._unregister_write, sock.fileno())
 
-    def _unregister_write(self, fd: int) -> None:
+    def _unregister_write(self, _fd: int) -> None:
         assert self._loop is not None
-        if fd >= 0:
-            self._loop.remove_writer(fd)
+        if self._writer_fd is not None:
+            self._loop.remove_writer(self._writer_fd)
+            self._writer_fd = None
 
     async def _misc_loop(self) -> None:
         while True:

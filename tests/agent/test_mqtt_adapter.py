@@ -61,6 +61,29 @@ async def test_qos0_publishes_leave_no_bookkeeping_behind(broker: MosquittoBroke
         assert pub._unawaited_mids == set()
 
 
+async def test_publishes_larger_than_the_socket_takes_at_once_go_out_whole_and_in_order(
+    broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    """Queued packets are written at the end of the loop turn; one the socket cannot take whole is
+    finished when the socket drains (the loop watches it only then, and stops watching afterwards)."""
+    big = [bytes([n]) * (8 * 1024 * 1024) for n in range(3)]
+    async with (
+        MqttClient(settings(broker, f"{topic_prefix}-sub".replace("/", "-"))) as sub,
+        MqttClient(settings(broker, f"{topic_prefix}-pub".replace("/", "-"))) as pub,
+    ):
+        await sub.subscribe(f"{topic_prefix}/#")
+        sent = [payload for pair in zip(big, [b"a", b"b", b"c"], strict=True) for payload in pair]
+        await asyncio.gather(*(pub.publish(f"{topic_prefix}/n", payload, qos=1) for payload in sent))
+        received = []
+        async for message in sub.messages():
+            received.append(message.payload)
+            if len(received) == len(sent):
+                break
+        assert pub._writer_fd is None  # nothing left to write: the socket is no longer watched
+    assert [(len(p), p[:1]) for p in received] == [(len(p), p[:1]) for p in sent]
+    assert received == sent
+
+
 async def test_unacknowledged_message_is_redelivered_to_the_persistent_session(
     broker: MosquittoBroker, topic_prefix: str
 ) -> None:
