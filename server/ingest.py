@@ -130,6 +130,9 @@ class IngestOutcome:
     gap_filled: bool = False
     connectivity: Literal["online", "offline"] | None = None
     """Set when a status changed whether the gateway is online."""
+    probe_watch: bool = False
+    """For a stored message: the gateway's ``probe_watch`` when its row was locked (the escalation
+    policy follows a probe that is off on one of its devices)."""
 
 
 @dataclass(slots=True)
@@ -541,6 +544,7 @@ class Ingestor:
                 gap_opened=sequence.opened,
                 gap_filled=sequence.filled,
                 detail="out of order" if sequence.out_of_order else "",
+                probe_watch=gateways[item.where.gateway_id].probe_watch,
             )
         return outcomes
 

@@ -212,17 +212,12 @@ class EscalationEngine:
         Inputs for one subject (a patient, a gateway) are decided one after another in that order;
         different subjects are decided concurrently, each in its own transaction (the subject's row lock
         keeps workers apart). Observation batches without a probe flag are looked at only when their
-        gateway's policy state follows a probe that is off: one query for the whole list."""
+        gateway's policy state follows a probe that is off (``IngestOutcome.probe_watch``, read by ingest
+        with the gateway's row): almost every batch needs no transaction at all."""
         stored = [o for o in outcomes if o.kind is OutcomeKind.STORED and o.message is not None]
-        quiet = {
-            o.message.gateway_id
-            for o in stored
-            if isinstance(o.message, ObservationBatch) and not _flagged(o.message)
-        }
-        following = await self._gateways_following_probes(quiet) if quiet else set()
         by_subject: dict[str, list[tuple[PolicyInput, str]]] = {}
         for outcome in stored:
-            item = self._policy_input(outcome, following)
+            item = self._policy_input(outcome)
             if item is None:
                 continue
             subject = subject_of(item)
@@ -309,7 +304,7 @@ class EscalationEngine:
                 current = store.LockedSubject(subject, decision.state, current.version + 1)
         return saved, next_due, failed
 
-    def _policy_input(self, outcome: IngestOutcome, following: set[str]) -> PolicyInput | None:
+    def _policy_input(self, outcome: IngestOutcome) -> PolicyInput | None:
         message = outcome.message
         if isinstance(message, Assessment):
             self._pending.patients.add(message.patient_id)
@@ -321,19 +316,10 @@ class EscalationEngine:
         if isinstance(message, Event):
             return EventReceived(event=message)
         if isinstance(message, ObservationBatch):
-            if _flagged(message) or message.gateway_id in following:
+            if _flagged(message) or outcome.probe_watch:
                 return ObservationsReceived(batch=message)
             return None  # cannot change anything: no transaction
         return None  # command acknowledgements do not concern the policy
-
-    async def _gateways_following_probes(self, gateway_ids: set[str]) -> set[str]:
-        try:
-            async with store.reading(self.sessions) as session:
-                return await store.gateways_following_probes(session, gateway_ids)
-        except Exception as exc:
-            if not _retryable(exc):
-                raise
-            return set(gateway_ids)  # cannot tell: let the policy see them (and defer them if need be)
 
     async def _submit_in_order(self, items: Sequence[tuple[PolicyInput, str]]) -> None:
         for item, topic in items:

@@ -12,7 +12,7 @@ storage layer starts, which serialises writers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +27,7 @@ from server.engine.tables import AlertDelivery, EscalationSubject
 from server.escalation import AlertChange, Decision, EscalationState, alert_subject, to_alert_event
 from server.escalation.state import Alert as PolicyAlert
 from server.storage.engine import READ_ONLY
-from server.storage.models import Alert, AlertEventRecord
+from server.storage.models import Alert, AlertEventRecord, Gateway
 
 MQTT_SINK: Final = "mqtt"
 WEBHOOK_SINK: Final = "webhook"
@@ -43,26 +43,17 @@ async def reading(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
         yield session
 
 
-async def gateways_following_probes(session: AsyncSession, gateway_ids: Iterable[str]) -> set[str]:
-    """Of these gateways, those whose policy state follows a probe that is off (a reading without the
-    flag would clear it). For the others a batch with no flagged reading cannot change anything, and the
-    engine skips its transaction."""
-    subjects = {f"gateway:{gateway_id}": gateway_id for gateway_id in gateway_ids}
-    rows = await session.execute(
-        select(EscalationSubject.subject, EscalationSubject.state).where(
-            EscalationSubject.subject.in_(sorted(subjects))
-        )
-    )
-    following = set()
-    for subject, document in rows:
-        gateway_id = subjects[subject]
-        gateway = EscalationState.model_validate(document).gateways.get(gateway_id)
-        if gateway is not None and any(
+def probe_watches(state: EscalationState) -> dict[str, bool]:
+    """For each gateway in a policy state: does the state follow a probe that is off on one of its
+    devices (a reading without the flag would clear it)? Saved as ``gateways.probe_watch``; for the other
+    gateways a batch with no flagged reading cannot change anything, and the engine skips it."""
+    return {
+        gateway_id: any(
             device.probe_off_since is not None or device.probe_confirm_at is not None
             for device in gateway.devices.values()
-        ):
-            following.add(gateway_id)
-    return following
+        )
+        for gateway_id, gateway in state.gateways.items()
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +238,13 @@ async def _save_state(
         ),
         execution_options={"synchronize_session": False},
     )
+    before, after = probe_watches(locked.state), probe_watches(decision.state)
+    for gateway_id, watching in after.items():
+        if watching != before.get(gateway_id, False):  # rare: a probe went off, or came back
+            await session.execute(
+                update(Gateway).where(Gateway.gateway_id == gateway_id).values(probe_watch=watching),
+                execution_options={"synchronize_session": False},
+            )
 
 
 async def _save_alert(

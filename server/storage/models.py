@@ -40,6 +40,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -109,6 +110,10 @@ class Gateway(Base):
     devices: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDocument)
     highest_seq: Mapped[int | None] = mapped_column(BigInteger)
     """Highest sequence number received on obs/score/event; gaps below it are in sequence_gaps."""
+    probe_watch: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The escalation policy follows a probe that is off on one of this gateway's devices (kept by the
+    engine with the gateway's policy state): only then can a batch without a probe flag change that
+    state. Ingest reads it with the row it locks and hands it to the engine with the outcome."""
 
 
 class Patient(Base):

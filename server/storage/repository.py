@@ -83,7 +83,7 @@ _PG_LOCK_GATEWAYS = text(
         WHEN known.last_seen_at < excluded.last_seen_at THEN excluded.last_seen_at
         ELSE known.last_seen_at END
     RETURNING known.gateway_id, known.online, known.session, known.status_state,
-        known.status_sent_at, known.highest_seq
+        known.status_sent_at, known.highest_seq, known.probe_watch
     """
 )
 
@@ -240,6 +240,8 @@ class GatewayRow:
     status_state: str | None
     status_sent_at: datetime | None
     highest_seq: int | None
+    probe_watch: bool
+    """See ``Gateway.probe_watch``."""
 
 
 def _gateway_row(row: Any) -> GatewayRow:
@@ -250,6 +252,7 @@ def _gateway_row(row: Any) -> GatewayRow:
         status_state=row.status_state,
         status_sent_at=row.status_sent_at,
         highest_seq=row.highest_seq,
+        probe_watch=row.probe_watch,
     )
 
 
@@ -295,6 +298,7 @@ async def lock_gateways(
         GATEWAYS.c.status_state,
         GATEWAYS.c.status_sent_at,
         GATEWAYS.c.highest_seq,
+        GATEWAYS.c.probe_watch,
     )
     return {row.gateway_id: _gateway_row(row) for row in await session.execute(statement)}
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -89,6 +90,48 @@ async def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
         assert await _table_names(engine) >= OWN_TABLES
     finally:
         await engine.dispose()
+
+
+async def test_migration_0004_sets_probe_watch_from_the_policy_states(empty_database_url: str) -> None:
+    """A gateway whose stored policy state follows a probe that is off is marked; the others are not."""
+    await migrate(empty_database_url, revision="0003")
+    engine = create_engine(empty_database_url)
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+
+    def gateway_state(gateway_id: str, **device: object) -> str:
+        return json.dumps({"gateways": {gateway_id: {"devices": {"ox-1": device}}}})
+
+    try:
+        async with engine.begin() as connection:
+            for gateway_id in ("gw-off", "gw-confirming", "gw-fine", "gw-no-state"):
+                await connection.execute(
+                    text(
+                        "INSERT INTO gateways (gateway_id, first_seen_at, last_seen_at, online) "
+                        "VALUES (:gateway_id, :now, :now, false)"
+                    ),
+                    {"gateway_id": gateway_id, "now": now},
+                )
+            states = {
+                "gw-off": gateway_state("gw-off", probe_off_since=now.isoformat()),
+                "gw-confirming": gateway_state("gw-confirming", probe_confirm_at=now.isoformat()),
+                "gw-fine": gateway_state("gw-fine", probe_off_since=None, probe_confirm_at=None),
+            }
+            for gateway_id, state in states.items():
+                await connection.execute(
+                    text(
+                        "INSERT INTO escalation_subjects (subject, state, updated_at, version) "
+                        "VALUES (:subject, :state, :now, 1)"
+                    ),
+                    {"subject": f"gateway:{gateway_id}", "state": state, "now": now},
+                )
+        await migrate(engine)
+        async with engine.connect() as connection:
+            marked = dict(
+                (await connection.execute(text("SELECT gateway_id, probe_watch FROM gateways"))).all()
+            )
+    finally:
+        await engine.dispose()
+    assert marked == {"gw-off": True, "gw-confirming": True, "gw-fine": False, "gw-no-state": False}
 
 
 async def test_workers_migrating_at_once_do_not_collide(empty_database_url: str, backend: str) -> None:

@@ -337,6 +337,8 @@ async def test_probe_off_readings_raise_and_a_clean_reading_clears_the_alarm(
     flagged = _oximeter_batch(gateway_id, 1, clock.now, probe_off=True)
     await engine.handle_outcome(await ingest(ingestor, flagged, clock.now))
     assert await scalar(sessions, subject_rows, subject=f"gateway:{gateway_id}") == 1
+    watch = "SELECT probe_watch FROM gateways WHERE gateway_id = :gateway_id"
+    assert await scalar(sessions, watch, gateway_id=gateway_id)  # ingest tells the engine from now on
     clock.advance(EscalationPolicy().probe_off_grace_s + 1)
     await engine.fire_due()
     alarm = (await rows(sessions, "SELECT condition, subject, device_id, state FROM alerts"))[0]
@@ -344,8 +346,14 @@ async def test_probe_off_readings_raise_and_a_clean_reading_clears_the_alarm(
 
     clock.advance(5)
     back_on = _oximeter_batch(gateway_id, 2, clock.now, probe_off=False)
-    await engine.handle_outcome(await ingest(ingestor, back_on, clock.now))
+    outcome = await ingest(ingestor, back_on, clock.now)
+    assert outcome.probe_watch
+    await engine.handle_outcome(outcome)
     assert await scalar(sessions, "SELECT state FROM alerts") == "resolved"
+    assert not await scalar(sessions, watch, gateway_id=gateway_id)
+    clock.advance(1)
+    quiet = await ingest(ingestor, _oximeter_batch(gateway_id, 3, clock.now, probe_off=False), clock.now)
+    assert not quiet.probe_watch  # nothing followed any more: the next clean batch costs no transaction
 
 
 async def test_outbox_eviction_and_local_alert_events_reach_the_policy(
