@@ -126,7 +126,9 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
     fleet = None
     probe = Probe()
     try:
-        workers = await start_workers(args.workers, dsn, port, scratch, name="latency")
+        workers = await start_workers(
+            args.workers, dsn, port, scratch, name="latency", profile_dir=args.profile
+        )
         cpu_before = [proc_sample(w.pid)[1] for w in workers]
         ready = asyncio.Event()
         async with asyncio.TaskGroup() as group:
@@ -134,8 +136,13 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             await ready.wait()
             summary_path = scratch / "fleet.json"
             share = args.deteriorating / 2
+            profiled = (
+                []
+                if args.profile is None
+                else [sys.executable, "-m", "cProfile", "-o", str(args.profile / "fleet.prof")]
+            )
             fleet = await asyncio.create_subprocess_exec(
-                WARDWATCH, "sim", "fleet", "--homes", str(args.homes), "--broker", f"mqtt://127.0.0.1:{port}",
+                *profiled, WARDWATCH, "sim", "fleet", "--homes", str(args.homes), "--broker", f"mqtt://127.0.0.1:{port}",
                 "--duration", str(args.minutes * 60), "--score-interval", str(args.score_interval),
                 "--scenario", f"stable={1 - args.deteriorating}", "--scenario", f"sepsis={share}",
                 "--scenario", f"bleed={share}", "--scenario-hour", str(args.scenario_hour),
@@ -144,7 +151,10 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             )  # fmt: skip
             started = time.monotonic()
             probe.record_after = time.time() + args.warmup_s
+            fleet_cpu: list[tuple[float, float]] = []  # (seconds since start, CPU seconds), last sample
+            sampling = group.create_task(sample_cpu(fleet.pid, started, fleet_cpu), name="fleet CPU")
             await fleet.wait()
+            sampling.cancel()
             elapsed = time.monotonic() - started
             cpu = [proc_sample(w.pid)[1] - before for w, before in zip(workers, cpu_before, strict=True)]
             with contextlib.suppress(TimeoutError):  # receipts for the last messages
@@ -166,7 +176,17 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             "exit_code": fleet.returncode if fleet else None,
         },
         "worker_cpu_pct": [round(100 * c / elapsed, 1) for c in cpu],
+        "fleet_cpu_pct": round(100 * fleet_cpu[-1][1] / fleet_cpu[-1][0], 1) if fleet_cpu else None,
     }
+
+
+async def sample_cpu(pid: int, started: float, last: list[tuple[float, float]]) -> None:
+    """Keep the last (seconds since ``started``, CPU seconds) of a process that will exit (its /proc
+    entry goes with it), sampled every 2 s."""
+    with contextlib.suppress(OSError, StopIteration):
+        while True:
+            await asyncio.sleep(2)
+            last[:] = [(time.monotonic() - started, proc_sample(pid)[1])]
 
 
 async def main() -> None:
@@ -197,6 +217,13 @@ async def main() -> None:
         "and heartbeat instants are spread as in a real deployment rather than all in the same second)",
     )
     parser.add_argument("--out", type=Path, help="write every run as JSON")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run each worker and the fleet under cProfile, writing worker-N.prof and fleet.prof into this "
+        "directory (a run's profiles replace the previous run's; cProfile costs CPU, so the latencies of "
+        "such a run are not comparable)",
+    )
     args = parser.parse_args()
     if not 0 < args.deteriorating < 1:
         parser.error("--deteriorating must be between 0 and 1")

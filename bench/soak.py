@@ -94,9 +94,17 @@ async def stop_stack(
 
 
 async def start_workers(
-    count: int, dsn: str, port: int, scratch: Path, *, name: str, extra_env: dict[str, str] | None = None
+    count: int,
+    dsn: str,
+    port: int,
+    scratch: Path,
+    *,
+    name: str,
+    extra_env: dict[str, str] | None = None,
+    profile_dir: Path | None = None,
 ) -> list[asyncio.subprocess.Process]:
-    """``count`` ``wardwatch server`` processes on the database and broker, sharing the ingest."""
+    """``count`` ``wardwatch server`` processes on the database and broker, sharing the ingest; with
+    ``profile_dir``, each under cProfile, writing ``worker-N.prof`` there when it stops."""
     env = {
         **os.environ,
         "WARDWATCH_SERVER_DATABASE__URL": dsn.replace("postgresql://", "postgresql+asyncpg://"),
@@ -110,9 +118,19 @@ async def start_workers(
     workers = []
     for n in range(count):
         log = (scratch / f"worker-{n}.log").open("wb")
+        command = [WARDWATCH, "server"]
+        if profile_dir is not None:
+            command = [
+                sys.executable,
+                "-m",
+                "cProfile",
+                "-o",
+                str(profile_dir / f"worker-{n}.prof"),
+                *command,
+            ]
         workers.append(
             await asyncio.create_subprocess_exec(
-                WARDWATCH, "server", env={**env, "WARDWATCH_SERVER_WORKER_ID": f"{name}-{n}"}, stderr=log
+                *command, env={**env, "WARDWATCH_SERVER_WORKER_ID": f"{name}-{n}"}, stderr=log
             )
         )
         await asyncio.sleep(3 if n == 0 else 1)  # the first one migrates the database
