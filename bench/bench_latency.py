@@ -47,7 +47,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from soak import WARDWATCH, create_database, proc_sample, start_mosquitto, start_workers, stop_stack
+from soak import (
+    WARDWATCH,
+    create_database,
+    proc_sample,
+    profiled,
+    start_mosquitto,
+    start_workers,
+    stop_stack,
+)
 
 from edge_agent.mqtt import MqttClient, MqttSettings
 from edge_agent.protocol import CC_ALERT_TOPIC, GatewayChannel, gateway_filter, parse_gateway_topic
@@ -136,13 +144,9 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             await ready.wait()
             summary_path = scratch / "fleet.json"
             share = args.deteriorating / 2
-            profiled = (
-                []
-                if args.profile is None
-                else [sys.executable, "-m", "cProfile", "-o", str(args.profile / "fleet.prof")]
-            )
+            prefix = [] if args.profile is None else profiled(args.profile / "fleet.prof")
             fleet = await asyncio.create_subprocess_exec(
-                *profiled, WARDWATCH, "sim", "fleet", "--homes", str(args.homes), "--broker", f"mqtt://127.0.0.1:{port}",
+                *prefix, WARDWATCH, "sim", "fleet", "--homes", str(args.homes), "--broker", f"mqtt://127.0.0.1:{port}",
                 "--duration", str(args.minutes * 60), "--score-interval", str(args.score_interval),
                 "--scenario", f"stable={1 - args.deteriorating}", "--scenario", f"sepsis={share}",
                 "--scenario", f"bleed={share}", "--scenario-hour", str(args.scenario_hour),

@@ -93,6 +93,11 @@ async def stop_stack(
     await admin.close()
 
 
+def profiled(output: Path) -> list[str]:
+    """The prefix that runs a command (a script path and its arguments) under cProfile into ``output``."""
+    return [sys.executable, "-m", "cProfile", "-o", str(output)]
+
+
 async def start_workers(
     count: int,
     dsn: str,
@@ -120,14 +125,7 @@ async def start_workers(
         log = (scratch / f"worker-{n}.log").open("wb")
         command = [WARDWATCH, "server"]
         if profile_dir is not None:
-            command = [
-                sys.executable,
-                "-m",
-                "cProfile",
-                "-o",
-                str(profile_dir / f"worker-{n}.prof"),
-                *command,
-            ]
+            command = [*profiled(profile_dir / f"worker-{n}.prof"), *command]
         workers.append(
             await asyncio.create_subprocess_exec(
                 *command, env={**env, "WARDWATCH_SERVER_WORKER_ID": f"{name}-{n}"}, stderr=log
