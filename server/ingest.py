@@ -510,8 +510,6 @@ class Ingestor:
                 result = await repository.track_sequence(session, gateway, seq, received_at=received_at)
                 gateway = replace(gateway, highest_seq=result.highest_seq)
                 results[item.index] = result
-        await repository.set_highest_seqs(session, new_highest)
-        await repository.insert_gaps(session, new_gaps, detected_at=received_at)
 
         reported_by: dict[str, str] = {}
         observations, assessments, events = [], [], []
@@ -530,10 +528,16 @@ class Ingestor:
                 patient = repository.event_patient(message)
                 if patient is not None:
                     reported_by.setdefault(patient, gateway_id)
-        await repository.ensure_patients_of(session, reported_by, received_at=received_at)
-        await repository.insert_observation_batches(session, observations, received_at=received_at)
-        await repository.insert_assessments(session, assessments, received_at=received_at)
-        await repository.insert_events(session, events, received_at=received_at)
+        await repository.write_content(
+            session,
+            highest=new_highest,
+            gaps=new_gaps,
+            reported_by=reported_by,
+            observations=observations,
+            assessments=assessments,
+            events=events,
+            received_at=received_at,
+        )
 
         for item in claimed:
             sequence = results[item.index]

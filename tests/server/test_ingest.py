@@ -18,13 +18,14 @@ from server_support import (
     status,
     topic_for,
 )
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from edge_agent import protocol
 from server.ingest import DeadLetterReason, Ingestor, IngestOutcome, OutcomeKind, subscription_filters
 from server.settings import IngestSettings
 from server.storage import create_engine, repository, session_factory
-from server.storage.models import CommandRecord, ReceivedMessage
+from server.storage.models import CommandRecord, Patient, ReceivedMessage
 from server.storage.repository import SeqRange
 
 RECEIVED = at(60)
@@ -459,7 +460,7 @@ async def test_a_server_bug_dead_letters_the_message_instead_of_stopping_ingest(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("bug in the observation writer")
 
-    monkeypatch.setattr(repository, "insert_observation_batches", broken)
+    monkeypatch.setattr(repository, "write_content", broken)
     outcome = await ingestor.ingest(
         obs_topic(gateway_id), protocol.encode(observation_batch(gateway_id, 0)), RECEIVED
     )
@@ -519,6 +520,57 @@ async def test_a_batch_is_stored_in_one_transaction_with_outcomes_in_order(
     snapshot = ingestor.counters.snapshot()
     assert (snapshot["received"], snapshot["stored.obs"], snapshot["duplicates"]) == (6, 3, 1)
     assert snapshot["dead_letters.invalid_json"] == 1
+
+
+async def test_a_batch_writing_every_kind_of_content_at_once_stores_each_row(
+    ingestor: Ingestor, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    """Sequence numbers, a gap, new patients, readings, an assessment and an event in one transaction
+    (one statement on PostgreSQL: a reading's and an event's new patient are inserted by the same
+    statement that inserts them)."""
+    other = f"{gateway_id}-b"
+    messages: list[protocol.WireModel] = [
+        observation_batch(gateway_id, 0, patient_id="pt-content-1", count=3),
+        observation_batch(gateway_id, 3, patient_id="pt-content-1", count=1),  # 1..2 missing
+        assessment(other, 0, patient_id="pt-content-2"),
+        probe_off_event(other, 1, patient_id="pt-content-3"),
+    ]
+
+    outcomes = await ingestor.ingest_many([(topic_for(m), protocol.encode(m)) for m in messages], RECEIVED)
+
+    assert [o.kind for o in outcomes] == [OutcomeKind.STORED] * 4
+    assert outcomes[1].gap_opened == SeqRange(1, 2)
+    assert await rows(sessions, "SELECT gateway_id, highest_seq FROM gateways ORDER BY gateway_id") == [
+        (gateway_id, 3),
+        (other, 1),
+    ]
+    async with sessions() as session:
+        (gap,) = await repository.open_gaps(session)
+    assert (gap.gateway_id, gap.first_missing, gap.last_missing, gap.detected_at) == (
+        gateway_id, 1, 2, RECEIVED,
+    )  # fmt: skip
+    async with sessions() as session:
+        patients = (await session.scalars(select(Patient).order_by(Patient.patient_id))).all()
+    assert [(p.patient_id, p.gateway_id, p.first_seen_at) for p in patients] == [
+        ("pt-content-1", gateway_id, RECEIVED),
+        ("pt-content-2", other, RECEIVED),
+        ("pt-content-3", other, RECEIVED),
+    ]
+    readings = await rows(
+        sessions, "SELECT seq, position, patient_id, vital, value FROM observations ORDER BY seq, position"
+    )
+    assert readings == [
+        (0, 0, "pt-content-1", "spo2", 94.0),
+        (0, 1, "pt-content-1", "heart_rate", 81.0),
+        (0, 2, "pt-content-1", "spo2", 92.0),
+        (3, 0, "pt-content-1", "spo2", 94.0),
+    ]
+    assert await rows(sessions, "SELECT gateway_id, seq, patient_id, total FROM assessments") == [
+        (other, 0, "pt-content-2", 3)
+    ]
+    assert await rows(sessions, "SELECT gateway_id, seq, kind, patient_id FROM gateway_events") == [
+        (other, 1, "probe_off", "pt-content-3")
+    ]
 
 
 async def test_a_batch_with_a_message_the_database_refuses_stores_the_rest(
