@@ -42,6 +42,7 @@ import uvicorn
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from edge_agent.heap import freeze_long_lived
 from server import web
 from server.api import ApiSettings, Broadcaster, DatabaseActions, create_app
 from server.engine import BrokerLink, BrokerSettings, EngineSettings, EscalationEngine, WebhookSettings
@@ -293,13 +294,20 @@ async def _when_ready(
 async def serve_until_signalled(
     settings: WorkerSettings, *, on_ready: Callable[[ServerRuntime], None] | None = None
 ) -> None:
-    """Run one worker until SIGTERM or SIGINT."""
+    """Run one worker until SIGTERM or SIGINT (the process's main: it freezes the start-up heap when the
+    worker is ready, see ``edge_agent.heap``)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+
+    def ready(runtime: ServerRuntime) -> None:
+        freeze_long_lived()  # the process's start-up is over: keep full collections short from here on
+        if on_ready is not None:
+            on_ready(runtime)
+
     try:
-        await run_worker(settings, stop=stop, on_ready=on_ready)
+        await run_worker(settings, stop=stop, on_ready=ready)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from edge_agent.heap import freeze_long_lived
 from edge_agent.mqtt import TlsFiles
 from simulators.fleet.display import record_progress, show_progress, summary_table
-from simulators.fleet.runner import BrokerUnreachable, Fleet, FleetConfig, FleetError
+from simulators.fleet.runner import BrokerUnreachable, Fleet, FleetConfig, FleetError, FleetStats
 from simulators.fleet.traffic import STREAMS, TrafficError, TrafficPlan
 from simulators.physiology import SCENARIOS
 
@@ -84,10 +85,18 @@ async def run_fleet(
     console: Console | None = None,
     progress_jsonl: Path | None = None,
     progress_interval_s: float = 10.0,
+    freeze_after_ramp: bool = False,
 ) -> tuple[dict[str, object], int]:
-    """Run the fleet with progress on ``console``; return the summary and the exit status."""
+    """Run the fleet with progress on ``console``; return the summary and the exit status. With
+    ``freeze_after_ramp`` (the command, which owns its process), what is alive once every home has
+    started is left out of garbage collection (``edge_agent.heap``): a thousand homes' state would
+    otherwise be walked by every full collection, stalling every home's traffic."""
     console = console or Console()
-    fleet = Fleet(config, first_home=first_home)
+
+    def ramped(_stats: FleetStats) -> None:
+        freeze_long_lived()
+
+    fleet = Fleet(config, first_home=first_home, on_ramped=ramped if freeze_after_ramp else None)
     loop = asyncio.get_running_loop()
     interrupts = 0
     main_task = asyncio.current_task()
@@ -167,6 +176,7 @@ def _run(args: argparse.Namespace) -> int:
             console=console,
             progress_jsonl=args.progress_jsonl,
             progress_interval_s=args.progress_interval,
+            freeze_after_ramp=True,
         )
         summary, status = asyncio.run(fleet_run)
     except BrokerUnreachable as exc:

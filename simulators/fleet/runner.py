@@ -755,12 +755,15 @@ class Fleet:
         *,
         first_home: int = 0,
         on_started: Callable[[FleetStats], None] | None = None,
+        on_ramped: Callable[[FleetStats], None] | None = None,
     ) -> None:
         self.config = config
         self.first_home = first_home
         self.stats = FleetStats(config.homes)
         self.stop_requested = asyncio.Event()
         self.on_started = on_started
+        self.on_ramped = on_ramped
+        """Called once every gateway has been started (not necessarily connected)."""
 
     def request_stop(self) -> None:
         """Stop planning new traffic; send what is queued, publish the deaths, disconnect."""
@@ -814,6 +817,8 @@ class Fleet:
                     delay = begin + offset * interval - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
+                if self.on_ramped is not None:
+                    self.on_ramped(stats)
                 await asyncio.gather(*gateway_tasks)
                 if registry is not None:
                     # Deliveries of the last PUBACKed messages may still be on their way to the probe.

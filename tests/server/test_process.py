@@ -181,6 +181,7 @@ async def test_worker_process_ingests_escalates_publishes_and_stops_on_sigterm(
                 await process.wait()
     assert status == 0, "".join(log[-30:])
     assert any("worker test-worker stopped" in line for line in log)
+    assert any("start-up heap frozen" in line for line in log)  # the process's main froze it when ready
     database = sqlite3.connect(tmp_path / "state" / "wardwatch.db")
     try:
         actions = database.execute("SELECT action FROM alert_events").fetchall()

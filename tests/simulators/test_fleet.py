@@ -283,8 +283,10 @@ async def _run_with_ledger(
     ready, stop = asyncio.Event(), asyncio.Event()
     subscriber = asyncio.create_task(_subscribe(broker, ledger, ready, stop))
     await ready.wait()
-    fleet = Fleet(config, first_home=first_home)
+    ramped: list[int] = []
+    fleet = Fleet(config, first_home=first_home, on_ramped=lambda s: ramped.append(s.gateways_started))
     await fleet.run()
+    assert ramped == [config.homes]  # once, when the last home had started
     expected = fleet.stats.total(fleet.stats.acknowledged) - fleet.stats.acknowledged["status"]
     async with asyncio.timeout(10):
         while ledger.sequenced() < expected or any(
