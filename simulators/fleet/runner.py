@@ -763,7 +763,8 @@ class Fleet:
         self.stop_requested = asyncio.Event()
         self.on_started = on_started
         self.on_ramped = on_ramped
-        """Called once every gateway has been started (not necessarily connected)."""
+        """Called once when the ramp-up is over: every gateway started (not necessarily connected), or
+        fewer when :meth:`request_stop` cut the ramp-up short."""
 
     def request_stop(self) -> None:
         """Stop planning new traffic; send what is queued, publish the deaths, disconnect."""
