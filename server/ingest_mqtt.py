@@ -7,7 +7,9 @@ with a persistent session and manual acknowledgement, and hands each message to 
 message's transaction committed (or its dead letter was written); acknowledgements leave in the order the
 messages arrived (as MQTT requires). Messages that are already waiting are stored together, up to
 ``max_batch`` in one transaction (``Ingestor.ingest_many``: one commit for many), and up to
-``concurrency`` such transactions run at once.
+``concurrency`` such transactions run at once, never two with messages of the same gateway: a message
+whose gateway has a batch being stored waits for the next batch (in the database it would wait for that
+batch's commit anyway, holding the locks of its own batch's other gateways meanwhile).
 
 When storage is unavailable (``StorageUnavailable``) the consumer drops the connection without
 acknowledging what it has not stored; the broker keeps those messages in the session and delivers them
@@ -31,8 +33,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Protocol
 
 from edge_agent.backoff import Backoff
@@ -124,26 +127,66 @@ class IngestConsumer:
                 self.connected.clear()
 
     async def _consume(self, client: MqttClient) -> None:
-        inbox: asyncio.Queue[Message] = asyncio.Queue()  # bounded by the receive maximum (see MqttClient)
-        window: deque[tuple[list[Message], asyncio.Future[None]]] = deque()
+        # Arrivals wait in ``inbox`` (None there only wakes the batcher: a batch ended), then in ``held``
+        # until a batch takes them; ``order`` keeps every unacknowledged one in arrival order for the PUBACKs.
+        inbox: asyncio.Queue[_Arrival | None] = asyncio.Queue()  # bounded by the receive maximum
+        held: deque[_Arrival] = deque()
+        order: deque[_Arrival] = deque()
+        busy: dict[str, int] = {}  # gateway -> its messages in batches being stored
         slots = asyncio.Semaphore(self._concurrency)  # transactions at once
         pending = asyncio.Semaphore(self._max_pending)  # batches not yet through their handlers
         failed = False
 
         async def receive() -> None:
             async for message in client.messages():
-                inbox.put_nowait(message)
+                arrival = _Arrival(message, _gateway_of(message.topic))
+                order.append(arrival)
+                inbox.put_nowait(arrival)
 
-        def acknowledge_ready(_stored: asyncio.Future[None]) -> None:
+        def take() -> list[_Arrival]:
+            """The next batch: waiting messages in arrival order, up to max_batch, except those of a
+            gateway with a batch being stored. That batch holds the gateway's row lock until it commits:
+            a second batch would wait for it inside the database while holding the locks of all its
+            other gateways, and every batch touching one of those would queue behind it in turn. Left
+            here, such a message keeps its place in its gateway's order and goes in the next batch."""
+            batch: list[_Arrival] = []
+            left: list[_Arrival] = []
+            while held and len(batch) < self._max_batch:
+                arrival = held.popleft()
+                (left if arrival.gateway in busy else batch).append(arrival)
+            held.extendleft(reversed(left))
+            return batch
+
+        async def next_batch() -> list[_Arrival]:
+            while True:
+                while not inbox.empty():
+                    if (arrival := inbox.get_nowait()) is not None:
+                        held.append(arrival)
+                batch = take()
+                if batch:
+                    return batch
+                if (arrival := await inbox.get()) is not None:  # a message, or a batch ended
+                    held.append(arrival)
+
+        def settle(batch: list[_Arrival], stored: asyncio.Future[None]) -> None:
             nonlocal failed
-            while window and window[0][1].done():
-                batch, stored = window.popleft()
-                if failed or stored.cancelled():
-                    failed = True  # nothing after a failure is acknowledged on this connection
-                    continue
-                for message in batch:
-                    message.ack()
-                self.acknowledged += len(batch)
+            for arrival in batch:
+                if arrival.gateway is not None:
+                    busy[arrival.gateway] -= 1
+                    if not busy[arrival.gateway]:
+                        del busy[arrival.gateway]
+            inbox.put_nowait(None)  # messages held for these gateways may go now
+            if failed or stored.cancelled():
+                failed = True  # nothing after a failure is acknowledged on this connection
+                return
+            for arrival in batch:
+                arrival.stored = True
+            acknowledged = 0
+            while order and order[0].stored:  # PUBACKs in arrival order, as MQTT requires
+                order.popleft().message.ack()
+                acknowledged += 1
+            if acknowledged:
+                self.acknowledged += acknowledged
                 self._progress.set()
 
         try:
@@ -153,15 +196,16 @@ class IngestConsumer:
                 while True:
                     await pending.acquire()
                     await slots.acquire()
-                    batch = [await inbox.get()]
-                    while len(batch) < self._max_batch and not inbox.empty():
-                        batch.append(inbox.get_nowait())
+                    batch = await next_batch()
+                    for arrival in batch:
+                        if arrival.gateway is not None:
+                            busy[arrival.gateway] = busy.get(arrival.gateway, 0) + 1
                     stored: asyncio.Future[None] = loop.create_future()
-                    stored.add_done_callback(acknowledge_ready)
-                    window.append((batch, stored))
+                    stored.add_done_callback(partial(settle, batch))
+                    messages = [arrival.message for arrival in batch]
                     group.create_task(
-                        self._store(batch, stored, slots, pending),
-                        name=f"ingest {len(batch)} from {batch[0].topic}",
+                        self._store(messages, stored, slots, pending),
+                        name=f"ingest {len(batch)} from {batch[0].message.topic}",
                     )
         except ExceptionGroup as group_error:
             # Report the root cause: a storage failure first, then the broker connection.
@@ -208,3 +252,19 @@ class IngestConsumer:
                 await self._on_outcome(outcome)
             except Exception:
                 logger.exception("outcome handler failed for a message on %.200r", outcome.topic)
+
+
+@dataclass(slots=True)
+class _Arrival:
+    """A message between its arrival and its PUBACK."""
+
+    message: Message
+    gateway: str | None
+    """The gateway id in its topic (``wardwatch/v1/gw/{id}/...``), None for another topic."""
+    stored: bool = False
+
+
+def _gateway_of(topic: str) -> str | None:
+    """Only to keep one gateway's messages out of concurrent batches: ingest validates the topic."""
+    levels = topic.split("/")
+    return levels[-2] if len(levels) == 5 and levels[2] == "gw" else None

@@ -283,3 +283,65 @@ async def test_the_puback_follows_the_commit_not_the_handlers_which_are_bounded(
         task.cancel()
     assert sum(handled) >= 3  # batch 5 was taken once a third handler finished; later ones may be cut off
     assert await scalar(sessions, "SELECT count(*) FROM observations") == 5
+
+
+class HoldsFirstBatch:
+    """Records each batch's gateways; the first batch is stored only once ``release`` is set."""
+
+    def __init__(self, inner: Ingestor) -> None:
+        self.inner = inner
+        self.batches: list[list[str]] = []
+        self.first_started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def ingest_many(
+        self, messages: Sequence[tuple[str, bytes]], received_at: datetime | None = None
+    ) -> list[IngestOutcome]:
+        self.batches.append([protocol.parse_gateway_topic(topic).gateway_id for topic, _ in messages])
+        if len(self.batches) == 1:
+            self.first_started.set()
+            await self.release.wait()
+        return await self.inner.ingest_many(messages, received_at)
+
+
+async def test_a_gateway_with_a_batch_being_stored_waits_for_it_others_do_not_and_pubacks_keep_order(
+    broker: MosquittoBroker,
+    ingestor: Ingestor,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway_id: str,
+) -> None:
+    """While a gateway's message is being stored, its next message is not put in a concurrent batch (it
+    would wait there for the first one's row lock, holding its batch's other gateways); another
+    gateway's message is stored meanwhile, but acknowledged only after the earlier arrivals."""
+    other = f"{gateway_id}-b"
+    gate = HoldsFirstBatch(ingestor)
+    outcomes = Outcomes()
+    consumer = IngestConsumer(
+        gate,
+        mqtt_settings(broker, f"server-{gateway_id}"),
+        share_group=None,
+        concurrency=2,
+        max_batch=16,
+        on_outcome=outcomes,
+    )
+    first, second = observation_batch(gateway_id, 0, count=1), observation_batch(gateway_id, 1, count=1)
+    elsewhere = observation_batch(other, 0, count=1)
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(consumer.run(), name="ingest consumer")
+        await asyncio.wait_for(consumer.connected.wait(), 10)
+        await publish_all(broker, gateway_id, [(obs_topic(gateway_id), protocol.encode(first))])
+        await asyncio.wait_for(gate.first_started.wait(), 10)
+        await publish_all(broker, gateway_id, [(obs_topic(gateway_id), protocol.encode(second))])
+        await publish_all(broker, other, [(obs_topic(other), protocol.encode(elsewhere))])
+
+        await outcomes.until(lambda items: len(items) == 1)  # the other gateway's message, stored
+        assert outcomes.items[0].message.gateway_id == other  # type: ignore[union-attr]
+        assert gate.batches == [[gateway_id], [other]]  # the second message of the first gateway waits
+        assert consumer.acknowledged == 0  # the first arrival is not stored yet: no PUBACK may pass it
+
+        gate.release.set()
+        await asyncio.wait_for(consumer.wait_acknowledged(3), 10)
+        task.cancel()
+    assert gate.batches == [[gateway_id], [other], [gateway_id]]
+    assert [o.kind for o in outcomes.items] == [OutcomeKind.STORED] * 3
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 3
