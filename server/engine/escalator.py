@@ -108,6 +108,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _unsaved(
+    written: store.LockedSubject, current: store.LockedSubject, last: Decision | None
+) -> store.QuietState | None:
+    """The state that decisions after ``written`` (the row as stored) reached without saving it, if any."""
+    if last is None or current.version == written.version:
+        return None
+    return store.QuietState(written, current.state, current.version, last.next_due_at)
+
+
 def _flagged(batch: ObservationBatch) -> bool:
     """A live reading in the batch carries a probe flag (probe off, no finger ...)."""
     return any(PROBE_FLAGS.intersection(item.quality) for item in batch.observations if not item.historical)
@@ -290,7 +299,9 @@ class EscalationEngine:
         next_due: list[datetime] = []
         failed = 0
         locked = await store.lock_subjects(session, list(by_subject), now=now)
+        quiet: list[store.QuietState] = []  # saved together at the end: one round trip for all
         for subject, current in locked.items():
+            written, last = current, None
             for item, topic in by_subject[subject]:
                 try:
                     decision = decide(current.state, item, now=now, policy=self.policy)
@@ -298,10 +309,17 @@ class EscalationEngine:
                     failed += 1
                     logger.exception("escalation of a message on %.200r failed on a server bug", topic)
                     continue
-                saved += await self._save(session, current, decision, now)
+                if decision.changes:  # alert rows, audit and deliveries: saved now, in input order
+                    if (earlier := _unsaved(written, current, last)) is not None:  # rare: quiet ones first
+                        await store.save_states(session, [earlier], now=now)
+                    saved += await self._save(session, current, decision, now)
+                    written = store.LockedSubject(subject, decision.state, current.version + 1)
                 if decision.next_due_at is not None:
                     next_due.append(decision.next_due_at)
-                current = store.LockedSubject(subject, decision.state, current.version + 1)
+                current, last = store.LockedSubject(subject, decision.state, current.version + 1), decision
+            if (unsaved := _unsaved(written, current, last)) is not None:
+                quiet.append(unsaved)
+        await store.save_states(session, quiet, now=now)
         return saved, next_due, failed
 
     def _policy_input(self, outcome: IngestOutcome) -> PolicyInput | None:

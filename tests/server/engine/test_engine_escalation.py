@@ -22,6 +22,7 @@ from server.escalation import (
     AlertChange,
     AlertNotOpenError,
     EscalationPolicy,
+    EscalationState,
     PolicyInput,
     Role,
 )
@@ -354,6 +355,60 @@ async def test_probe_off_readings_raise_and_a_clean_reading_clears_the_alarm(
     clock.advance(1)
     quiet = await ingest(ingestor, _oximeter_batch(gateway_id, 3, clock.now, probe_off=False), clock.now)
     assert not quiet.probe_watch  # nothing followed any more: the next clean batch costs no transaction
+
+
+async def test_decisions_changing_no_alert_are_saved_together_and_before_a_change_of_their_subject(
+    sessions: async_sessionmaker[AsyncSession], ingestor: Ingestor, gateway_id: str
+) -> None:
+    """In one batch: another gateway's heartbeat changes no alert and is saved with one statement at the
+    end. This gateway's flagged reading changes no alert either, but the gateway now follows a probe;
+    the outbox eviction after it raises an alarm, so the reading's state (and the probe watch) is saved
+    first and the eviction's on top of it."""
+    clock, publisher = FakeClock(), RecordingPublisher()
+    engine = make_engine(sessions, clock, publisher)
+    other = f"{gateway_id}-b"
+    for gateway in (gateway_id, other):
+        birth = gateway_status(gateway, "birth", session=2, sent_at=clock.now)
+        await engine.handle_outcome(await ingest(ingestor, birth, clock.now))
+    versions_sql = "SELECT subject, version FROM escalation_subjects"
+    before = dict(tuple(row) for row in await rows(sessions, versions_sql))
+    clock.advance(10)
+    messages = [
+        _oximeter_batch(gateway_id, 0, clock.now, probe_off=True),
+        protocol.Event(
+            message_id=protocol.new_message_id(),
+            gateway_id=gateway_id,
+            seq=1,
+            sent_at=clock.now,
+            occurred_at=clock.now,
+            detail=protocol.OutboxEviction(
+                kind="outbox_eviction",
+                evicted_observations=120,
+                oldest_evicted_at=clock.now - timedelta(hours=30),
+                newest_evicted_at=clock.now - timedelta(hours=29),
+            ),
+        ),
+        gateway_status(other, "heartbeat", session=2, sent_at=clock.now),
+    ]
+    outcomes = [await ingest(ingestor, message, clock.now) for message in messages]
+
+    await engine.handle_outcomes(outcomes)
+
+    after = dict(tuple(row) for row in await rows(sessions, versions_sql))
+    assert after[f"gateway:{gateway_id}"] == before[f"gateway:{gateway_id}"] + 2
+    assert after[f"gateway:{other}"] == before[f"gateway:{other}"] + 1
+    watch = "SELECT probe_watch FROM gateways WHERE gateway_id = :gateway_id"
+    assert await scalar(sessions, watch, gateway_id=gateway_id)  # saved with the reading's state
+    alarms = await rows(sessions, "SELECT condition, gateway_id, state FROM alerts")
+    assert [tuple(alarm) for alarm in alarms] == [("outbox_eviction", gateway_id, "open")]
+    async with sessions() as session:
+        stored = {row.subject: row for row in (await session.scalars(select(EscalationSubject))).all()}
+    flagged = EscalationState.model_validate(stored[f"gateway:{gateway_id}"].state).gateways[gateway_id]
+    oximeter = flagged.devices["oximeter-1"]
+    assert oximeter.probe_confirm_at is not None or oximeter.probe_off_since is not None
+    alive = EscalationState.model_validate(stored[f"gateway:{other}"].state).gateways[other]
+    assert (alive.online, alive.last_status_sent_at) == (True, clock.now)
+    assert stored[f"gateway:{other}"].next_due_at is not None  # its heartbeat deadline
 
 
 async def test_outbox_eviction_and_local_alert_events_reach_the_policy(
