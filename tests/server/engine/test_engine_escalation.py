@@ -4,19 +4,22 @@ rows, audit records and deliveries; timers fire exactly once, also with two work
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from engine_support import FakeClock, RecordingPublisher, gateway_status, ingest, news2_assessment
 from server_support import T0, rows, scalar
-from sqlalchemy import event, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from edge_agent import protocol
 from server.engine import EngineSettings, EscalationEngine
-from server.engine.tables import EscalationSubject
+from server.engine.settings import WebhookSettings
+from server.engine.tables import AlertDelivery, EscalationSubject
 from server.escalation import (
     ActionRefusedError,
     AlertChange,
@@ -27,8 +30,9 @@ from server.escalation import (
     Role,
 )
 from server.ingest import Ingestor
+from server.settings import IngestSettings
 from server.storage import create_engine, session_factory
-from server.storage.models import Alert
+from server.storage.models import Alert, AlertEventRecord
 
 HIGH_ACK_TIMEOUT_S = 5 * 60
 
@@ -643,3 +647,105 @@ async def test_one_ingest_batch_is_decided_in_one_transaction_and_a_bad_subject_
     )
     assert after[f"gateway:{gateway_id}-3"] == versions[f"gateway:{gateway_id}-3"] + 1
     assert after["patient:pt-burst-3"] == 7
+
+
+MEDIUM_COMPONENTS: dict[str, int | None] = {
+    "respiration": 2,
+    "spo2": 0,
+    "air_or_oxygen": 0,
+    "systolic_bp": 2,
+    "pulse": 1,
+    "consciousness": 0,
+    "temperature": 0,
+}
+"""NEWS2 5: medium risk."""
+
+
+async def _alert_history(database_url: str) -> dict[str, list[dict[str, object]]]:
+    """One alert's life (raised medium, re-escalated as high, escalated by its timer, acknowledged,
+    resolved) with two webhooks, on a fresh database; every row the engine wrote, without the generated
+    ids."""
+    engine = create_engine(database_url)
+    try:
+        sessions = session_factory(engine)
+        ingestor = Ingestor(sessions, IngestSettings(), retry_delay_s=0.01)
+        clock, publisher = FakeClock(), RecordingPublisher()
+        hooks = [
+            WebhookSettings(name=name, url=f"https://{name}.example/hook", secret="a-shared-secret-16")
+            for name in ("pager", "ehr")
+        ]
+        wardwatch = make_engine(sessions, clock, publisher, webhooks=hooks)
+        birth = gateway_status("gw-history", "birth", sent_at=clock.now)
+        await wardwatch.handle_outcome(await ingest(ingestor, birth, clock.now))
+        medium = news2_assessment(
+            "gw-history", 0, patient_id="pt-h", assessed_at=clock.now, components=MEDIUM_COMPONENTS
+        )
+        await wardwatch.handle_outcome(await ingest(ingestor, medium, clock.now))
+        clock.advance(60)
+        high = news2_assessment("gw-history", 1, patient_id="pt-h", assessed_at=clock.now)
+        await wardwatch.handle_outcome(await ingest(ingestor, high, clock.now))
+        clock.advance(HIGH_ACK_TIMEOUT_S + 1)
+        assert await wardwatch.fire_due() == 1
+        (alert_id,) = await scalar_list(wardwatch, "pt-h")
+        clock.advance(30)
+        await wardwatch.acknowledge(alert_id, actor="nurse-7", role=Role.NURSE, note="on my way")
+        clock.advance(30)
+        await wardwatch.resolve(alert_id, actor="dr-2", role=Role.PHYSICIAN, note="treated at home")
+        await wardwatch.drain()
+
+        history: dict[str, list[dict[str, object]]] = {}
+        async with sessions() as session:
+            for table, order, generated in (
+                (Alert.__table__, "id", ()),
+                (AlertEventRecord.__table__, "id", ("id", "message_id")),
+                (AlertDelivery.__table__, "id", ("id", "message_id")),
+                (EscalationSubject.__table__, "subject", ()),
+            ):
+                result = await session.execute(select(table).order_by(table.c[order]))
+                history[table.name] = [
+                    {key: value for key, value in row._mapping.items() if key not in generated}
+                    for row in result
+                ]
+        for delivery in history["alert_deliveries"]:
+            payload = dict(delivery["payload"])  # type: ignore[call-overload]
+            del payload["message_id"]
+            delivery["payload"] = payload
+        return history
+    finally:
+        await engine.dispose()
+
+
+async def test_postgresql_saves_a_decision_in_one_statement_with_the_same_rows_as_the_portable_path(
+    fresh_postgres_url: str, sqlite_template: Path, tmp_path: Path
+) -> None:
+    sqlite_path = tmp_path / "portable.db"
+    shutil.copyfile(sqlite_template, sqlite_path)
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "alert" in statement:
+            statements.append(statement)
+
+    portable = await _alert_history(f"sqlite+aiosqlite:///{sqlite_path}")
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        one_statement = await _alert_history(fresh_postgres_url)
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+
+    assert one_statement == portable
+    actions = [row["action"] for row in portable["alert_events"]]
+    tiers = [row["tier"] for row in portable["alert_events"]]
+    assert actions == ["raised", "escalated", "escalated", "acknowledged", "resolved"]  # medium, then high
+    assert tiers == [1, 2, 3, 3, 3]
+    assert [(row["sink"], row["target"]) for row in portable["alert_deliveries"][:3]] == [
+        ("mqtt", protocol.CC_ALERT_TOPIC),
+        ("webhook", "pager"),
+        ("webhook", "ehr"),
+    ]
+    (alert,) = portable["alerts"]
+    assert (alert["state"], alert["acknowledged_by"], alert["resolved_by"]) == ("resolved", "nurse-7", "dr-2")
+    # each decision wrote its state, alert, audit record and deliveries in one statement on PostgreSQL
+    writes = [s for s in statements if s.lstrip().startswith("WITH state AS")]
+    assert len(writes) == 5
+    assert not [s for s in statements if s.lstrip().startswith(("INSERT INTO alert", "UPDATE alerts"))]
