@@ -197,6 +197,7 @@ async def run_worker(
     database = create_engine(
         settings.database_url,
         pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
         busy_timeout_s=settings.database.busy_timeout_s,
         echo=settings.database.echo,
     )
@@ -221,7 +222,10 @@ async def run_worker(
         ingestor = Ingestor(sessions, settings.ingest, clock=clock)
 
         async def publish_receipt(topic: str, payload: bytes) -> None:
-            await link.publish(topic, payload, qos=1)
+            # QoS 0: a receipt lost on the way costs a re-send of what it lists (the gateway keeps those
+            # messages and publishes them again; ingest finds them stored and notes a new receipt), never
+            # a reading; QoS 1 would add a PUBACK per receipt and gateway, at every hop.
+            await link.publish(topic, payload, qos=0)
 
         receipts = ReceiptSender(publish_receipt, clock=clock)
 
