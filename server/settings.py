@@ -50,9 +50,13 @@ class DatabaseSettings(_Section):
     """SQLAlchemy async URL: ``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://user@host/db``.
 
     None means a SQLite file named wardwatch.db in the state directory."""
-    pool_size: int = Field(default=10, ge=1, le=100)
-    """Connections per server process (PostgreSQL), and as many again while busy: ingest alone runs 8
-    transactions at once, and the engine decides different subjects concurrently."""
+    pool_size: int = Field(default=16, ge=1, le=100)
+    """Connections a server process keeps open (PostgreSQL): ingest alone runs 8 transactions at once, and
+    the engine's decisions, deliveries and timers run beside them. Enough that a busy worker does not
+    open and close connections all the time (a new one costs PostgreSQL a process and the worker a few
+    round trips before its first statement)."""
+    max_overflow: int = Field(default=4, ge=0, le=100)
+    """Connections opened beyond ``pool_size`` at peaks, closed when returned."""
     busy_timeout_s: float = Field(default=10.0, gt=0, le=300)
     """How long a SQLite writer waits for another writer before giving up."""
     echo: bool = False

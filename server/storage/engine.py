@@ -48,11 +48,18 @@ def sqlite_file(url: URL) -> Path | None:
 
 
 def create_engine(
-    url: str | URL, *, pool_size: int = 5, busy_timeout_s: float = 10.0, echo: bool = False
+    url: str | URL,
+    *,
+    pool_size: int = 5,
+    max_overflow: int | None = None,
+    busy_timeout_s: float = 10.0,
+    echo: bool = False,
 ) -> AsyncEngine:
     """An AsyncEngine for ``sqlite+aiosqlite`` or ``postgresql+asyncpg`` URLs.
 
-    For a SQLite file the parent directory is created if missing."""
+    On PostgreSQL ``pool_size`` connections stay open; up to ``max_overflow`` more (default: as many
+    again) are opened while busy and closed when returned. For a SQLite file the parent directory is
+    created if missing."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     options: dict[str, Any] = {"echo": echo}
@@ -65,7 +72,8 @@ def create_engine(
         _configure_sqlite(engine, busy_timeout_s)
         return engine
     if backend == "postgresql":
-        engine = create_async_engine(parsed, pool_size=pool_size, max_overflow=pool_size, **options)
+        overflow = pool_size if max_overflow is None else max_overflow
+        engine = create_async_engine(parsed, pool_size=pool_size, max_overflow=overflow, **options)
         _check_on_checkout(engine)
         return engine
     raise ValueError(f"unsupported database backend {backend!r}; use sqlite+aiosqlite or postgresql+asyncpg")
