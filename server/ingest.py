@@ -429,12 +429,32 @@ class Ingestor:
         batch); status and cmd-ack messages, which are rare, one at a time afterwards."""
         # Locks are always taken in one order: gateways (by id), then message ids, then patients. So
         # workers storing overlapping batches wait for each other instead of deadlocking.
-        gateways = await repository.lock_gateways(
-            session, (item.where.gateway_id for item in items), received_at=received_at
-        )
         outcomes: dict[int, IngestOutcome] = {}
-        sequenced = [item for item in items if isinstance(item.message, SequencedMessage)]
-        outcomes.update(await self._apply_sequenced(session, sequenced, gateways, received_at))
+        first_copy: dict[uuid.UUID, _Accepted] = {}  # obs, score and event messages by id
+        for item in items:
+            message = item.message
+            if not isinstance(message, SequencedMessage):
+                continue
+            if message.message_id in first_copy:  # the same message twice in one batch
+                outcomes[item.index] = _outcome(item, received_at, OutcomeKind.DUPLICATE)
+            else:
+                first_copy[message.message_id] = item
+        gateways, claimed_ids = await repository.lock_gateways_and_claim(
+            session,
+            (item.where.gateway_id for item in items),
+            [
+                {
+                    "message_id": message_id,
+                    "gateway_id": item.where.gateway_id,
+                    "channel": item.where.channel.value,
+                    "seq": item.message.seq,  # type: ignore[attr-defined]
+                    "received_at": received_at,
+                }
+                for message_id, item in first_copy.items()
+            ],
+            received_at=received_at,
+        )
+        outcomes.update(await self._apply_sequenced(session, first_copy, claimed_ids, gateways, received_at))
         for item in items:
             if isinstance(item.message, GatewayStatus):
                 outcomes[item.index] = await self._apply_status(
@@ -453,34 +473,15 @@ class Ingestor:
     async def _apply_sequenced(
         self,
         session: AsyncSession,
-        items: list[_Accepted],
+        first_copy: dict[uuid.UUID, _Accepted],
+        claimed_ids: set[uuid.UUID],
         gateways: dict[str, GatewayRow],
         received_at: datetime,
     ) -> dict[int, IngestOutcome]:
-        """Dedup, sequence-track and store obs/score/event messages (in this order, per gateway)."""
+        """Sequence-track and store the obs/score/event messages whose ids this transaction claimed
+        (``first_copy``: one item per id; the others were stored before: duplicates)."""
         outcomes: dict[int, IngestOutcome] = {}
-        first_copy: dict[uuid.UUID, _Accepted] = {}
-        for item in items:
-            message = item.message
-            assert isinstance(message, SequencedMessage)
-            if message.message_id in first_copy:  # the same message twice in one batch
-                outcomes[item.index] = _outcome(item, received_at, OutcomeKind.DUPLICATE)
-            else:
-                first_copy[message.message_id] = item
-        claimed_ids = await repository.claim_messages(
-            session,
-            [
-                {
-                    "message_id": message_id,
-                    "gateway_id": item.where.gateway_id,
-                    "channel": item.where.channel.value,
-                    "seq": item.message.seq,  # type: ignore[attr-defined]
-                    "received_at": received_at,
-                }
-                for message_id, item in first_copy.items()
-            ],
-        )
-        claimed = [item for item in first_copy.values() if item.message.message_id in claimed_ids]  # type: ignore[attr-defined]
+        claimed = [item for message_id, item in first_copy.items() if message_id in claimed_ids]
         for message_id, item in first_copy.items():
             if message_id not in claimed_ids:
                 outcomes[item.index] = _outcome(item, received_at, OutcomeKind.DUPLICATE)

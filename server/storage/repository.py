@@ -88,6 +88,40 @@ _PG_LOCK_GATEWAYS = text(
     """
 )
 
+# The gateway locks and the dedup claim of a batch in one statement: the UNION ALL reads ``locked`` to the
+# end before it reads ``claimed`` (and the claim's filter counts ``locked`` first), so the gateways are
+# locked before any message id is claimed, the order every ingest transaction takes its locks in.
+_PG_LOCK_AND_CLAIM = text(
+    """
+    WITH locked AS (
+        INSERT INTO gateways AS known (gateway_id, first_seen_at, last_seen_at, online)
+        SELECT heard.gateway_id, CAST(:received_at AS timestamptz), CAST(:received_at AS timestamptz), false
+        FROM unnest(CAST(:gateway_ids AS text[])) AS heard (gateway_id)
+        ORDER BY heard.gateway_id
+        ON CONFLICT (gateway_id) DO UPDATE SET last_seen_at = CASE
+            WHEN known.last_seen_at < excluded.last_seen_at THEN excluded.last_seen_at
+            ELSE known.last_seen_at END
+        RETURNING known.gateway_id, known.online, known.session, known.status_state,
+            known.status_sent_at, known.highest_seq, known.probe_watch
+    ), claimed AS (
+        INSERT INTO received_messages (message_id, gateway_id, channel, seq, received_at)
+        SELECT * FROM unnest(
+            CAST(:message_ids AS uuid[]), CAST(:claim_gateway_ids AS text[]), CAST(:channels AS text[]),
+            CAST(:seqs AS bigint[]), CAST(:received_ats AS timestamptz[])
+        ) AS claim (message_id, gateway_id, channel, seq, received_at)
+        WHERE (SELECT count(*) FROM locked) >= 0
+        ORDER BY message_id
+        ON CONFLICT (message_id) DO NOTHING
+        RETURNING message_id
+    )
+    SELECT gateway_id, online, session, status_state, status_sent_at, highest_seq, probe_watch,
+        CAST(NULL AS uuid) AS message_id
+    FROM locked
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, message_id FROM claimed
+    """
+)
+
 # The content of a batch (sequence numbers, gaps, patients, readings, assessments, events) is written on
 # PostgreSQL in ONE statement: each part below is a data-modifying WITH query of it (see write_content).
 # Every round trip costs the ingest transaction a turn of the worker's event loop, which is what its
@@ -351,6 +385,41 @@ async def lock_gateways(
         GATEWAYS.c.probe_watch,
     )
     return {row.gateway_id: _gateway_row(row) for row in await session.execute(statement)}
+
+
+async def lock_gateways_and_claim(
+    session: AsyncSession,
+    gateway_ids: Iterable[str],
+    rows: Sequence[dict[str, Any]],
+    *,
+    received_at: datetime,
+) -> tuple[dict[str, GatewayRow], set[uuid.UUID]]:
+    """:func:`lock_gateways`, then :func:`claim_messages` of ``rows``: one round trip on PostgreSQL."""
+    ids = sorted(set(gateway_ids))
+    if not (ids and rows and _on_postgresql(session)):
+        locked = await lock_gateways(session, ids, received_at=received_at)
+        return locked, await claim_messages(session, rows)
+    ordered = sorted(rows, key=lambda row: row["message_id"])
+    result = await session.execute(
+        _PG_LOCK_AND_CLAIM,
+        {
+            "gateway_ids": ids,
+            "received_at": received_at,
+            "message_ids": [row["message_id"] for row in ordered],
+            "claim_gateway_ids": [row["gateway_id"] for row in ordered],
+            "channels": [row["channel"] for row in ordered],
+            "seqs": [row["seq"] for row in ordered],
+            "received_ats": [row["received_at"] for row in ordered],
+        },
+    )
+    gateways: dict[str, GatewayRow] = {}
+    claimed: set[uuid.UUID] = set()
+    for row in result:
+        if row.message_id is None:
+            gateways[row.gateway_id] = _gateway_row(row)
+        else:  # asyncpg's own UUID type: hand back the standard one the callers compare with
+            claimed.add(uuid.UUID(int=row.message_id.int))
+    return gateways, claimed
 
 
 def _highest_arrays(highest: dict[str, int]) -> dict[str, list[Any]]:

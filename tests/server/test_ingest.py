@@ -20,6 +20,7 @@ from server_support import (
 )
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.processes import wait_until
 
 from edge_agent import protocol
 from server.ingest import DeadLetterReason, Ingestor, IngestOutcome, OutcomeKind, subscription_filters
@@ -746,3 +747,50 @@ async def test_cancelling_ingest_mid_statement_ends_the_transaction_and_frees_th
     finally:
         await engine.dispose()
     assert stored == 4  # the transaction ran to its end: stored, not acknowledged, a duplicate next time
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # SQLite has one writer at a time
+async def test_one_statement_locks_the_gateways_before_it_claims_a_message_id(
+    database_url: str, backend: str, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    """Every ingest transaction locks its gateways first, then claims message ids, so that two workers
+    with overlapping batches wait for each other instead of deadlocking. The lock and the claim are one
+    statement on PostgreSQL: while it waits for a gateway another worker holds, it must hold no claim."""
+    from sqlalchemy import text
+
+    batch = observation_batch(gateway_id, 0)
+    claim = {
+        "message_id": batch.message_id,
+        "gateway_id": gateway_id,
+        "channel": "obs",
+        "seq": 0,
+        "received_at": RECEIVED,
+    }
+    pid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def lock_and_claim() -> tuple[dict[str, repository.GatewayRow], set[uuid.UUID]]:
+        async with sessions() as waiting, waiting.begin():
+            pid.set_result((await waiting.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            return await repository.lock_gateways_and_claim(
+                waiting, [gateway_id], [claim], received_at=RECEIVED
+            )
+
+    async with sessions() as holder, sessions() as probe:
+        await repository.lock_gateways(holder, [gateway_id], received_at=RECEIVED)  # another worker's batch
+        task = asyncio.create_task(lock_and_claim())
+        waiting_pid = await pid
+        await wait_until(  # the statement waits for the gateway's row
+            lambda: scalar(
+                sessions, "SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted", pid=waiting_pid
+            ),
+            limit_s=10,
+            what="the second transaction waiting for the gateway",
+            poll_s=0.01,
+        )
+        await probe.execute(text("SET LOCAL lock_timeout = '2s'"))
+        # had the waiting statement claimed the id already, this would wait for it and time out
+        assert await repository.claim_messages(probe, [claim]) == {batch.message_id}
+        await probe.rollback()
+        await holder.rollback()
+        gateways, claimed = await task
+    assert list(gateways) == [gateway_id] and claimed == {batch.message_id}
