@@ -12,9 +12,11 @@ scenarios) starts at ``--scenario-hour`` of their scenario, where NEWS2 is 5 and
 engine raises and updates alerts throughout the run; the others are stable. Homes send an assessment every
 ``--score-interval`` seconds.
 
-A probe in this process subscribes to every gateway's score, event and receipt topics and to
-``wardwatch/v1/cc/alerts`` (not to the observation batches, five in six messages: parsing them here would
-take CPU from the server on a machine this size), and measures, on the machine's one clock:
+Two probes measure, on the machine's one clock. One in this process subscribes to every gateway's score,
+event and receipt topics (not to the observation batches, five in six messages: parsing them here would
+take CPU from the server on a machine this size); the other, a process of its own (this script with
+``--alert-probe PORT``), to the score topics and ``wardwatch/v1/cc/alerts`` only, so that an alert is
+timed when it arrives rather than after the thousand receipts a second the first probe parses:
 
 * **alert**: an assessment's ``sent_at`` (the simulated gateway's clock when it handed the message to its
   MQTT client) -> the ``raised``/``updated`` clinical alert it caused arriving on the cc topic. The cause is
@@ -65,7 +67,9 @@ from simulators.fleet.latency import LatencyHistogram
 class Probe:
     """Matches receipts and alerts to the messages that caused them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, receipts: bool = True) -> None:
+        self.receipts = receipts
+        """Whether this probe follows receipts (the other keeps only the scores alerts are matched to)."""
         self.record_after = float("inf")
         """Latencies of messages sent before this (Unix seconds: the fleet's start-up) are not recorded."""
         self.sent_at: dict[tuple[str, int], float] = {}
@@ -99,8 +103,9 @@ class Probe:
                 self.all_receipted.set()
             return
         sent = datetime.fromisoformat(body["sent_at"]).timestamp()
-        self.sent_at[(where.gateway_id, body["seq"])] = sent
-        self.all_receipted.clear()
+        if self.receipts:
+            self.sent_at[(where.gateway_id, body["seq"])] = sent
+            self.all_receipted.clear()
         if where.channel is GatewayChannel.SCORE:
             self.scores[body["patient_id"]].append((body["total"], sent))
 
@@ -117,13 +122,65 @@ class Probe:
 
 
 async def probe_loop(port: int, probe: Probe, ready: asyncio.Event) -> None:
-    settings = MqttSettings(host="127.0.0.1", port=port, client_id="bench-latency-probe", clean_start=True)
+    if probe.receipts:
+        name, filters = "bench-latency-probe", [gateway_filter(c) for c in RECEIPT_PROBE_CHANNELS]
+    else:
+        name, filters = "bench-latency-alert-probe", [gateway_filter(GatewayChannel.SCORE), CC_ALERT_TOPIC]
+    settings = MqttSettings(host="127.0.0.1", port=port, client_id=name, clean_start=True)
     async with MqttClient(settings) as client:
-        channels = (GatewayChannel.SCORE, GatewayChannel.EVENT, GatewayChannel.RECEIPT)
-        await client.subscribe(*(gateway_filter(c) for c in channels), CC_ALERT_TOPIC, qos=0)
+        await client.subscribe(*filters, qos=0)
         ready.set()
         async for message in client.messages():
             probe.take(message.topic, message.payload, time.time())
+
+
+RECEIPT_PROBE_CHANNELS = (GatewayChannel.SCORE, GatewayChannel.EVENT, GatewayChannel.RECEIPT)
+
+
+async def alert_probe_main(port: int) -> None:
+    """The alert probe's process: says ``ready`` once subscribed, reads the time to record from (a line
+    on stdin), and prints its results as one JSON line when stdin closes."""
+    probe = Probe(receipts=False)
+    ready = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    listening = asyncio.create_task(probe_loop(port, probe, ready), name="alert probe")
+    await ready.wait()
+    print("ready", flush=True)
+    probe.record_after = float((await stdin.readline()).decode())
+    await stdin.read()  # until the parent closes it
+    listening.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listening
+    result = {
+        "alert": probe.alert.summary().as_dict(),
+        "alerts_seen": probe.alerts_seen,
+        "alerts_unmatched": probe.alerts_unmatched,
+    }
+    print(json.dumps(result), flush=True)
+
+
+async def start_alert_probe(port: int) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--alert-probe", str(port),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = await process.stdout.readline()
+    if line.strip() != b"ready":
+        process.kill()
+        raise RuntimeError(f"the alert probe did not start: {line!r}")
+    return process
+
+
+async def alert_probe_results(process: asyncio.subprocess.Process) -> dict[str, Any]:
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.close()
+    output = await asyncio.wait_for(process.stdout.read(), 30)
+    await process.wait()
+    result: dict[str, Any] = json.loads(output.decode().splitlines()[-1])
+    return result
 
 
 async def one_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,7 +188,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
     broker, port = await start_mosquitto(scratch)
     admin, database, dsn = await create_database("latency")
     workers: list[asyncio.subprocess.Process] = []
-    fleet = None
+    fleet = alert_probe = None
     probe = Probe()
     try:
         workers = await start_workers(
@@ -139,6 +196,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
         )
         cpu_before = [proc_sample(w.pid)[1] for w in workers]
         ready = asyncio.Event()
+        alert_probe = await start_alert_probe(port)
         async with asyncio.TaskGroup() as group:
             listening = group.create_task(probe_loop(port, probe, ready), name="latency probe")
             await ready.wait()
@@ -155,6 +213,9 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             )  # fmt: skip
             started = time.monotonic()
             probe.record_after = time.time() + args.warmup_s
+            assert alert_probe.stdin is not None
+            alert_probe.stdin.write(f"{probe.record_after!r}\n".encode())
+            await alert_probe.stdin.drain()
             fleet_cpu: list[tuple[float, float]] = []  # (seconds since start, CPU seconds), last sample
             sampling = group.create_task(sample_cpu(fleet.pid, started, fleet_cpu), name="fleet CPU")
             await fleet.wait()
@@ -164,15 +225,16 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             with contextlib.suppress(TimeoutError):  # receipts for the last messages
                 await asyncio.wait_for(probe.all_receipted.wait(), args.drain_s)
             listening.cancel()
+        alerts = await alert_probe_results(alert_probe)
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     finally:
-        await stop_stack([fleet, *workers, broker], admin, database)
+        await stop_stack([alert_probe, fleet, *workers, broker], admin, database)
     return {
-        "alert": probe.alert.summary().as_dict(),
+        "alert": alerts["alert"],
         "stored": probe.stored.summary().as_dict(),
         "receipt": probe.receipt.summary().as_dict(),
-        "alerts_seen": probe.alerts_seen,
-        "alerts_unmatched": probe.alerts_unmatched,
+        "alerts_seen": alerts["alerts_seen"],
+        "alerts_unmatched": alerts["alerts_unmatched"],
         "messages_without_receipt": len(probe.sent_at),
         "fleet": {
             "observations": summary.get("observations"),
@@ -251,4 +313,7 @@ async def main() -> None:
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        if sys.argv[1:2] == ["--alert-probe"]:
+            asyncio.run(alert_probe_main(int(sys.argv[2])))
+        else:
+            asyncio.run(main())
