@@ -7,9 +7,9 @@ sequence numbers, ``stored_at`` being when the last of them was noted (so every 
 then). A gateway keeps every message until its receipt arrives, so a broker that acknowledged a message
 and then lost it cannot lose a reading (docs/protocol.md, Receipts).
 
-The receipts of one flush are published concurrently (at most ``max_concurrent`` at once; the server
-publishes them at QoS 0, see ``server.process``, but a QoS 1 publisher would wait for each PUBACK, and a
-thousand gateways' receipts one PUBACK after another would take longer than the interval).
+The receipts of one flush are published concurrently, at most ``max_concurrent`` at once. The server
+publishes them at QoS 0 (``server.process``); a QoS 1 publisher waits for each PUBACK, and a thousand
+gateways' receipts one PUBACK after another would take longer than the interval.
 
 A receipt that fails to go out is not retried here: the gateway publishes the message again after its
 receipt timeout, ingest finds it stored, and a new receipt is noted.

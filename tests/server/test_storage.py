@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from edge_agent import protocol
 from server.ingest import Ingestor
-from server.settings import RetentionSettings
+from server.settings import DatabaseSettings, RetentionSettings
 from server.storage import create_engine, current_revision, head_revision, migrate, purge_expired
 from server.storage.migrate import downgrade
 from server.storage.models import (
@@ -429,3 +430,28 @@ async def test_a_connection_the_server_closed_is_replaced_when_it_leaves_the_poo
     finally:
         await admin.close()
         await database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_worker_keeps_pool_size_connections_and_closes_only_the_overflow(database_url: str) -> None:
+    """A busy worker must not open and close connections all the time (each is a new PostgreSQL process
+    and a few round trips of set-up): pool_size stay open, max_overflow more come and go at peaks."""
+
+    async def backends(count: int) -> set[int]:
+        async with contextlib.AsyncExitStack() as stack:
+            connections = [await stack.enter_async_context(database.connect()) for _ in range(count)]
+            return {await c.scalar(text("SELECT pg_backend_pid()")) for c in connections}
+
+    database = create_engine(database_url, pool_size=3, max_overflow=2)
+    try:
+        first_burst = await backends(5)
+        kept = await backends(3)
+        second_burst = await backends(5)
+        assert len(first_burst) == len(second_burst) == 5
+        assert kept < first_burst and kept < second_burst  # the same three served both bursts
+        assert len(first_burst & second_burst) == 3  # the two overflow connections were new each time
+        assert await backends(3) < second_burst
+    finally:
+        await database.dispose()
+    settings = DatabaseSettings()
+    assert (settings.pool_size, settings.max_overflow) == (16, 4)  # 20 at most, as before
