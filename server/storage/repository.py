@@ -61,21 +61,20 @@ def _on_postgresql(session: AsyncSession) -> bool:
 # ON CONFLICT, same row order (ORDER BY in the SELECT), run in the caller's transaction; errors are
 # SQLAlchemy's as usual. JSON columns are sent as text and cast, as SQLAlchemy's JSON type does.
 
-_PG_CLAIM = text(
-    """
+_PG_CLAIM_SQL = """
     INSERT INTO received_messages (message_id, gateway_id, channel, seq, received_at)
     SELECT * FROM unnest(
-        CAST(:message_ids AS uuid[]), CAST(:gateway_ids AS text[]), CAST(:channels AS text[]),
+        CAST(:message_ids AS uuid[]), CAST(:{p}gateway_ids AS text[]), CAST(:channels AS text[]),
         CAST(:seqs AS bigint[]), CAST(:received_ats AS timestamptz[])
     ) AS claimed (message_id, gateway_id, channel, seq, received_at)
+    {where}
     ORDER BY message_id
     ON CONFLICT (message_id) DO NOTHING
     RETURNING message_id
-    """
-)
+"""
+_PG_CLAIM = text(_PG_CLAIM_SQL.format(p="", where=""))
 
-_PG_LOCK_GATEWAYS = text(
-    """
+_PG_LOCK_GATEWAYS_SQL = """
     INSERT INTO gateways AS known (gateway_id, first_seen_at, last_seen_at, online)
     SELECT heard.gateway_id, CAST(:received_at AS timestamptz), CAST(:received_at AS timestamptz), false
     FROM unnest(CAST(:gateway_ids AS text[])) AS heard (gateway_id)
@@ -85,35 +84,16 @@ _PG_LOCK_GATEWAYS = text(
         ELSE known.last_seen_at END
     RETURNING known.gateway_id, known.online, known.session, known.status_state,
         known.status_sent_at, known.highest_seq, known.probe_watch
-    """
-)
+"""
+_PG_LOCK_GATEWAYS = text(_PG_LOCK_GATEWAYS_SQL)
 
-# The gateway locks and the dedup claim of a batch in one statement: the UNION ALL reads ``locked`` to the
-# end before it reads ``claimed`` (and the claim's filter counts ``locked`` first), so the gateways are
-# locked before any message id is claimed, the order every ingest transaction takes its locks in.
+# Both in one statement: the UNION ALL reads ``locked`` to the end before it reads ``claimed`` (and the
+# claim's filter counts ``locked`` first), so the gateways are locked before any message id is claimed,
+# the order every ingest transaction takes its locks in.
 _PG_LOCK_AND_CLAIM = text(
-    """
-    WITH locked AS (
-        INSERT INTO gateways AS known (gateway_id, first_seen_at, last_seen_at, online)
-        SELECT heard.gateway_id, CAST(:received_at AS timestamptz), CAST(:received_at AS timestamptz), false
-        FROM unnest(CAST(:gateway_ids AS text[])) AS heard (gateway_id)
-        ORDER BY heard.gateway_id
-        ON CONFLICT (gateway_id) DO UPDATE SET last_seen_at = CASE
-            WHEN known.last_seen_at < excluded.last_seen_at THEN excluded.last_seen_at
-            ELSE known.last_seen_at END
-        RETURNING known.gateway_id, known.online, known.session, known.status_state,
-            known.status_sent_at, known.highest_seq, known.probe_watch
-    ), claimed AS (
-        INSERT INTO received_messages (message_id, gateway_id, channel, seq, received_at)
-        SELECT * FROM unnest(
-            CAST(:message_ids AS uuid[]), CAST(:claim_gateway_ids AS text[]), CAST(:channels AS text[]),
-            CAST(:seqs AS bigint[]), CAST(:received_ats AS timestamptz[])
-        ) AS claim (message_id, gateway_id, channel, seq, received_at)
-        WHERE (SELECT count(*) FROM locked) >= 0
-        ORDER BY message_id
-        ON CONFLICT (message_id) DO NOTHING
-        RETURNING message_id
-    )
+    f"""
+    WITH locked AS ({_PG_LOCK_GATEWAYS_SQL}),
+    claimed AS ({_PG_CLAIM_SQL.format(p="claim_", where="WHERE (SELECT count(*) FROM locked) >= 0")})
     SELECT gateway_id, online, session, status_state, status_sent_at, highest_seq, probe_watch,
         CAST(NULL AS uuid) AS message_id
     FROM locked
