@@ -42,7 +42,7 @@ import uvicorn
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from edge_agent.heap import freeze_long_lived
+from edge_agent.heap import collect_young_less_often, freeze_long_lived
 from server import web
 from server.api import ApiSettings, Broadcaster, DatabaseActions, create_app
 from server.engine import BrokerLink, BrokerSettings, EngineSettings, EscalationEngine, WebhookSettings
@@ -307,6 +307,7 @@ async def serve_until_signalled(
 
     def ready(runtime: ServerRuntime) -> None:
         freeze_long_lived()  # the process's start-up is over: keep full collections short from here on
+        collect_young_less_often()  # and make them, and young ones, rare
         if on_ready is not None:
             on_ready(runtime)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from edge_agent.heap import freeze_long_lived
+from edge_agent.heap import collect_young_less_often, freeze_long_lived
 from edge_agent.mqtt import TlsFiles
 from simulators.fleet.display import record_progress, show_progress, summary_table
 from simulators.fleet.runner import BrokerUnreachable, Fleet, FleetConfig, FleetError, FleetStats
@@ -95,6 +95,7 @@ async def run_fleet(
 
     def ramped(_stats: FleetStats) -> None:
         freeze_long_lived()
+        collect_young_less_often()
 
     fleet = Fleet(config, first_home=first_home, on_ramped=ramped if freeze_after_ramp else None)
     loop = asyncio.get_running_loop()
