@@ -426,7 +426,8 @@ class Ingestor:
         """Store ``items`` in this transaction; outcomes in the same order.
 
         obs, score and event messages are written in bulk (one statement per table for the whole
-        batch); status and cmd-ack messages, which are rare, one at a time afterwards."""
+        batch); statuses afterwards, all of the batch's in one statement (a thousand gateways' heartbeats
+        are tens a second), and command acknowledgements, which are rare, one at a time."""
         # Locks are always taken in one order: gateways (by id), then message ids, then patients. So
         # workers storing overlapping batches wait for each other instead of deadlocking.
         outcomes: dict[int, IngestOutcome] = {}
@@ -455,13 +456,13 @@ class Ingestor:
             received_at=received_at,
         )
         outcomes.update(await self._apply_sequenced(session, first_copy, claimed_ids, gateways, received_at))
+        status_writes: dict[str, dict[str, object]] = {}  # gateway -> columns, written together below
         for item in items:
             if isinstance(item.message, GatewayStatus):
-                outcomes[item.index] = await self._apply_status(
-                    session, item, item.message, gateways, received_at
-                )
+                outcomes[item.index] = _apply_status(item, item.message, gateways, status_writes, received_at)
             elif isinstance(item.message, CommandAck):
                 outcomes[item.index] = await self._apply_ack(session, item, item.message, received_at)
+        await repository.update_gateways(session, status_writes)
         return [outcomes[item.index] for item in items]
 
     async def _apply_item(
@@ -577,52 +578,6 @@ class Ingestor:
             return _outcome(item, received_at, OutcomeKind.DUPLICATE, detail=detail)
         return _outcome(item, received_at, OutcomeKind.STORED)
 
-    async def _apply_status(
-        self,
-        session: AsyncSession,
-        item: _Accepted,
-        status: GatewayStatus,
-        gateways: dict[str, GatewayRow],
-        received_at: datetime,
-    ) -> IngestOutcome:
-        """Apply a status to its gateway, locked by this transaction: ``gateways`` holds the row as this
-        transaction has left it so far (updated here, so a second status of the same gateway in the
-        batch sees the first)."""
-        gateway = gateways[status.gateway_id]
-        stale = _stale_reason(gateway, status)
-        if stale is not None:
-            return _outcome(item, received_at, OutcomeKind.STALE, detail=stale)
-        online = status.state != "death"
-        values: dict[str, object] = {
-            "online": online,
-            "session": status.session,
-            "status_state": status.state,
-            "status_sent_at": status.sent_at,
-            "status_received_at": received_at,
-            "software_version": status.software_version,
-            "heartbeat_interval_s": status.heartbeat_interval_s,
-            "backlog": status.backlog,
-            "oldest_unsent_age_s": status.oldest_unsent_age_s,
-            "clock_synchronized": status.clock_synchronized,
-            "devices": [device.model_dump(mode="json") for device in status.devices],
-        }
-        if online:
-            values["offline_since"] = None
-        elif gateway.online or gateway.status_state is None:
-            values["offline_since"] = received_at
-        await repository.update_gateway(session, status.gateway_id, **values)
-        gateways[status.gateway_id] = replace(
-            gateway,
-            online=online,
-            session=status.session,
-            status_state=status.state,
-            status_sent_at=status.sent_at,
-        )
-        connectivity: Literal["online", "offline"] | None = None
-        if online != gateway.online or gateway.status_state is None:
-            connectivity = "online" if online else "offline"
-        return _outcome(item, received_at, OutcomeKind.STORED, connectivity=connectivity)
-
     async def _dead_letter(
         self,
         topic: str,
@@ -703,6 +658,53 @@ class Ingestor:
             counters.out_of_order += 1
         if outcome.connectivity is not None:
             logger.info("gateway %s is %s", outcome.gateway_id, outcome.connectivity)
+
+
+def _apply_status(
+    item: _Accepted,
+    status: GatewayStatus,
+    gateways: dict[str, GatewayRow],
+    writes: dict[str, dict[str, object]],
+    received_at: datetime,
+) -> IngestOutcome:
+    """Apply a status to its gateway, locked by this transaction: ``gateways`` holds the row as this
+    transaction has left it so far (updated here, so a second status of the same gateway in the batch
+    sees the first), and ``writes`` the columns to write for it (a later status's values over an earlier
+    one's, as if each had been written in turn: a batch's heartbeats are one statement, not one each)."""
+    gateway = gateways[status.gateway_id]
+    stale = _stale_reason(gateway, status)
+    if stale is not None:
+        return _outcome(item, received_at, OutcomeKind.STALE, detail=stale)
+    online = status.state != "death"
+    values: dict[str, object] = {
+        "online": online,
+        "session": status.session,
+        "status_state": status.state,
+        "status_sent_at": status.sent_at,
+        "status_received_at": received_at,
+        "software_version": status.software_version,
+        "heartbeat_interval_s": status.heartbeat_interval_s,
+        "backlog": status.backlog,
+        "oldest_unsent_age_s": status.oldest_unsent_age_s,
+        "clock_synchronized": status.clock_synchronized,
+        "devices": [device.model_dump(mode="json") for device in status.devices],
+    }
+    if online:
+        values["offline_since"] = None
+    elif gateway.online or gateway.status_state is None:
+        values["offline_since"] = received_at
+    writes.setdefault(status.gateway_id, {}).update(values)
+    gateways[status.gateway_id] = replace(
+        gateway,
+        online=online,
+        session=status.session,
+        status_state=status.state,
+        status_sent_at=status.sent_at,
+    )
+    connectivity: Literal["online", "offline"] | None = None
+    if online != gateway.online or gateway.status_state is None:
+        connectivity = "online" if online else "offline"
+    return _outcome(item, received_at, OutcomeKind.STORED, connectivity=connectivity)
 
 
 def _stale_reason(gateway: GatewayRow, status: GatewayStatus) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -424,6 +424,22 @@ async def set_highest_seqs(session: AsyncSession, highest: dict[str, int]) -> No
 async def update_gateway(db: AsyncSession, gateway_id: str, /, **values: Any) -> None:
     """Set columns of one gateway (``session`` is a column name here, hence the positional-only db)."""
     await db.execute(update(GATEWAYS).where(GATEWAYS.c.gateway_id == gateway_id).values(**values))
+
+
+async def update_gateways(db: AsyncSession, values: Mapping[str, Mapping[str, Any]]) -> None:
+    """Set columns of several gateways (gateway id -> column -> value): one executemany for the gateways
+    that set the same columns (a single round trip on asyncpg), in gateway order."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for gateway_id, columns in sorted(values.items()):
+        row = {f"new_{name}": value for name, value in columns.items()}
+        groups.setdefault(tuple(sorted(columns)), []).append({"target_gateway": gateway_id, **row})
+    for names, rows in groups.items():
+        statement = (
+            update(GATEWAYS)
+            .where(GATEWAYS.c.gateway_id == bindparam("target_gateway"))
+            .values({name: bindparam(f"new_{name}") for name in names})
+        )
+        await db.execute(statement, rows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,8 @@ from server_support import (
     status,
     topic_for,
 )
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from support.processes import wait_until
 
 from edge_agent import protocol
@@ -344,6 +344,53 @@ async def test_status_follows_sessions_and_ignores_stale_deaths(
     assert await state() == (True, 6, "birth", 0)
     assert await scalar(sessions, "SELECT offline_since FROM gateways") is None
     assert ingestor.counters.stale_statuses == 3
+
+
+async def test_a_batchs_statuses_are_applied_in_order_with_one_statement(
+    ingestor: Ingestor, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], gateway_id: str
+) -> None:
+    """A thousand gateways' heartbeats are tens a second: the batch's statuses update their gateways'
+    rows together, with the effect of applying them one by one (a gateway's second status sees its
+    first)."""
+    other = f"{gateway_id}-b"
+    batch = [
+        status(gateway_id, "birth", session=1, sent=0),
+        status(other, "birth", session=1, sent=0),
+        status(gateway_id, "heartbeat", session=1, sent=30, backlog=7),
+        status(other, "death", session=1, sent=40),
+        status(gateway_id, "heartbeat", session=1, sent=20, backlog=99),  # older than the one before
+    ]
+    updates: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE GATEWAYS"):
+            updates.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        outcomes = await ingestor.ingest_many(
+            [(topic_for(message), protocol.encode(message)) for message in batch], RECEIVED
+        )
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+
+    assert [(o.kind, o.connectivity) for o in outcomes] == [
+        (OutcomeKind.STORED, "online"),
+        (OutcomeKind.STORED, "online"),
+        (OutcomeKind.STORED, None),
+        (OutcomeKind.STORED, "offline"),
+        (OutcomeKind.STALE, None),
+    ]
+    async with sessions() as session:
+        stored = {
+            gateway.gateway_id: (gateway.online, gateway.status_state, gateway.backlog, gateway.offline_since)
+            for gateway in await repository.list_gateways(session)
+        }
+    assert stored == {
+        gateway_id: (True, "heartbeat", 7, None),
+        other: (False, "death", 0, RECEIVED),
+    }
+    assert len(updates) == 1, updates
 
 
 async def test_death_of_an_unseen_newer_session_marks_offline(
