@@ -26,8 +26,11 @@ timed when it arrives rather than after the thousand receipts a second the first
 * **receipt**: the same messages' ``sent_at`` -> the receipt for them arriving at a gateway's topic
   (receipts are batched every 0.2 s).
 
-Messages sent during the first ``--warmup-s`` seconds (the connection ramp, every home's birth and device
-events at once) are matched but not counted. Everything is bounded: the run stops after ``--minutes``
+Messages sent during the first ``--warmup-s`` seconds are matched but not counted: the start-up, which by
+default lasts until one assessment interval after the connection ramp (plus 10 s for the fleet's own
+start): every home's birth and device events, its first assessment, and with it every deteriorating
+patient's first alert, a burst of ``raised`` alerts that steady operation does not see. Alerts of the
+start-up are reported apart (``alert_startup``). Everything is bounded: the run stops after ``--minutes``
 plus the fleet's drain, and the probe keeps only unmatched messages (a receipt removes what it matched).
 """
 
@@ -77,6 +80,8 @@ class Probe:
         self.scores: dict[str, deque[tuple[int, float]]] = defaultdict(lambda: deque(maxlen=16))
         """patient -> recent (total, sent_at) of its assessments."""
         self.alert = LatencyHistogram()
+        self.alert_startup = LatencyHistogram()
+        """Alerts caused by assessments sent before ``record_after``."""
         self.stored = LatencyHistogram()
         self.receipt = LatencyHistogram()
         self.alerts_seen = 0
@@ -115,8 +120,7 @@ class Probe:
         self.alerts_seen += 1
         for total, sent in reversed(self.scores.get(body.get("patient_id") or "", ())):
             if total == body.get("total") and sent <= received:
-                if sent >= self.record_after:
-                    self.alert.record(received - sent)
+                (self.alert if sent >= self.record_after else self.alert_startup).record(received - sent)
                 return
         self.alerts_unmatched += 1
 
@@ -155,6 +159,7 @@ async def alert_probe_main(port: int) -> None:
         await listening
     result = {
         "alert": probe.alert.summary().as_dict(),
+        "alert_startup": probe.alert_startup.summary().as_dict(),
         "alerts_seen": probe.alerts_seen,
         "alerts_unmatched": probe.alerts_unmatched,
     }
@@ -231,6 +236,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
         await stop_stack([alert_probe, fleet, *workers, broker], admin, database)
     return {
         "alert": alerts["alert"],
+        "alert_startup": alerts["alert_startup"],
         "stored": probe.stored.summary().as_dict(),
         "receipt": probe.receipt.summary().as_dict(),
         "alerts_seen": alerts["alerts_seen"],
@@ -269,8 +275,9 @@ async def main() -> None:
     parser.add_argument(
         "--warmup-s",
         type=float,
-        default=30,
-        help="leave out messages sent in the first seconds (births, device events, connection ramp)",
+        default=None,
+        help="leave out messages sent in the first seconds (default: the connection ramp, one "
+        "--score-interval for every home's first assessment and first alerts, and 10 s)",
     )
     parser.add_argument(
         "--drain-s", type=float, default=60, help="wait at most this long for the last receipts"
@@ -295,6 +302,8 @@ async def main() -> None:
         parser.error("--deteriorating must be between 0 and 1")
     if args.connect_rate is None:
         args.connect_rate = args.homes / args.score_interval
+    if args.warmup_s is None:
+        args.warmup_s = args.homes / args.connect_rate + args.score_interval + 10
     runs = []
     for n in range(args.runs):
         run = await one_run(args)
