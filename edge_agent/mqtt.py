@@ -271,7 +271,7 @@ class MqttClient:
         client.on_socket_unregister_write = self._on_socket_unregister_write
         # paho looks up per-topic callbacks (message_callback_add, which this adapter never uses) for
         # every message it receives. Its matcher builds a closure that refers to itself on each call: a
-        # reference cycle of some seven objects per message that only the cyclic garbage collector
+        # reference cycle of some six objects per message that only the cyclic garbage collector
         # frees. At a server worker's thousand messages a second that was nine tenths of the garbage
         # and a collection every 0.1 s (docs/benchmarks.md, seventh round).
         client._on_message_filtered = _NO_TOPIC_CALLBACKS  # type: ignore[assignment]
