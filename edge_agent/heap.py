@@ -33,7 +33,7 @@ def freeze_long_lived() -> int:
 
 def collect_young_less_often(threshold: int = YOUNG_COLLECTION_THRESHOLD) -> None:
     """Start a young-generation collection only after ``threshold`` net allocations of tracked objects
-    (the older generations keep their thresholds, counted in young collections).
+    (the older generations keep theirs, which count collections of the generation below).
 
     CPython counts allocations minus deallocations, so a burst that allocates more than 700 objects at
     once (decoding a batch of a hundred messages) starts collections that find almost nothing: the

@@ -272,8 +272,8 @@ class MqttClient:
         # paho looks up per-topic callbacks (message_callback_add, which this adapter never uses) for
         # every message it receives. Its matcher builds a closure that refers to itself on each call: a
         # reference cycle of some six objects per message that only the cyclic garbage collector
-        # frees. At a server worker's thousand messages a second that was nine tenths of the garbage
-        # and a collection every 0.1 s (docs/benchmarks.md, seventh round).
+        # frees: at a server worker's thousand messages a second, nine tenths of what it found
+        # (docs/benchmarks.md, seventh round).
         client._on_message_filtered = _NO_TOPIC_CALLBACKS  # type: ignore[assignment]
 
     async def __aenter__(self) -> Self:
