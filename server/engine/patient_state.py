@@ -19,6 +19,7 @@ from sqlalchemy.orm import aliased
 
 from edge_agent.protocol import PatientState, Risk, VitalCode
 from server.storage.models import Alert, Assessment, Gateway, Observation, Patient
+from server.storage.repository import one_of
 
 _VITALS = tuple(VitalCode)
 
@@ -37,7 +38,7 @@ def _latest_value(vital: VitalCode) -> ScalarSelect[Any]:
     )
 
 
-def _statement(patient_ids: list[str]) -> Any:
+def _statement(session: AsyncSession, patient_ids: list[str]) -> Any:
     latest_assessment = (
         select(Assessment.id)
         .where(Assessment.patient_id == Patient.patient_id)
@@ -68,7 +69,7 @@ def _statement(patient_ids: list[str]) -> Any:
         .select_from(Patient)
         .outerjoin(Gateway, Gateway.gateway_id == Patient.gateway_id)
         .outerjoin(assessment, assessment.id == latest_assessment)
-        .where(Patient.patient_id.in_(patient_ids), Patient.gateway_id.is_not(None))
+        .where(one_of(session, Patient.patient_id, patient_ids), Patient.gateway_id.is_not(None))
         .order_by(Patient.patient_id)
     )
 
@@ -80,7 +81,7 @@ async def patient_states(
     ordered = sorted(set(patient_ids))
     states: list[PatientState] = []
     for start in range(0, len(ordered), _CHUNK):
-        rows = await session.execute(_statement(ordered[start : start + _CHUNK]))
+        rows = await session.execute(_statement(session, ordered[start : start + _CHUNK]))
         for patient_id, gateway_id, online, risk, total, components, open_alerts, *values in rows:
             states.append(
                 PatientState(
@@ -104,7 +105,7 @@ async def patients_of_gateways(session: AsyncSession, gateway_ids: Collection[st
         return []
     result = await session.scalars(
         select(Patient.patient_id)
-        .where(Patient.gateway_id.in_(sorted(gateway_ids)))
+        .where(one_of(session, Patient.gateway_id, sorted(gateway_ids)))
         .order_by(Patient.patient_id)
     )
     return list(result.all())

@@ -30,6 +30,7 @@ from server.escalation import AlertChange, Decision, EscalationState, alert_subj
 from server.escalation.state import Alert as PolicyAlert
 from server.storage.engine import READ_ONLY
 from server.storage.models import Alert, AlertEventRecord, Gateway
+from server.storage.repository import one_of
 
 MQTT_SINK: Final = "mqtt"
 WEBHOOK_SINK: Final = "webhook"
@@ -90,7 +91,7 @@ async def lock_subjects(
     ordered = sorted(set(subjects))
     statement = (
         select(EscalationSubject)
-        .where(EscalationSubject.subject.in_(ordered))
+        .where(one_of(session, EscalationSubject.subject, ordered))
         .order_by(EscalationSubject.subject)
         .with_for_update()
     )
@@ -108,7 +109,9 @@ async def lock_subjects(
                 ]
             ).on_conflict_do_nothing(index_elements=["subject"])
         )
-        created = (await session.scalars(statement.where(EscalationSubject.subject.in_(missing)))).all()
+        created = (
+            await session.scalars(statement.where(one_of(session, EscalationSubject.subject, missing)))
+        ).all()
         rows.update((row.subject, row) for row in created)
     return {subject: load(rows[subject]) for subject in ordered}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from edge_agent import protocol
-from server.engine import EngineSettings, EscalationEngine
+from server.engine import EngineSettings, EscalationEngine, store
 from server.engine.settings import WebhookSettings
 from server.engine.tables import AlertDelivery, EscalationSubject
 from server.escalation import (
@@ -749,3 +749,31 @@ async def test_postgresql_saves_a_decision_in_one_statement_with_the_same_rows_a
     writes = [s for s in statements if s.lstrip().startswith("WITH state AS")]
     assert len(writes) == 5
     assert not [s for s in statements if s.lstrip().startswith(("INSERT INTO alert", "UPDATE alerts"))]
+
+
+async def test_locking_subjects_creates_the_missing_and_uses_one_statement_text_for_any_count(
+    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    """A batch's subjects are locked with ``= ANY`` of one array on PostgreSQL: asyncpg prepares each
+    statement text once per connection, and an IN list is a new text for every number of subjects."""
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    texts: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM escalation_subjects" in statement:
+            texts.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        for subjects in (["patient:b", "patient:a", "patient:c"], ["patient:b"], ["gateway:x", "patient:a"]):
+            async with sessions() as session, session.begin():
+                locked = await store.lock_subjects(session, subjects, now=now)
+            assert list(locked) == sorted(subjects)
+            assert {subject.version for subject in locked.values()} == {0}
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    names = {name for (name,) in await rows(sessions, "SELECT subject FROM escalation_subjects")}
+    assert names == {"patient:a", "patient:b", "patient:c", "gateway:x"}
+    assert len(texts) == 5  # each lock, and a second read after creating the missing ones (twice)
+    if engine.dialect.name == "postgresql":  # the lock, and the second read: two texts, whatever the counts
+        assert len(set(texts)) == 2

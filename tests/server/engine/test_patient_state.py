@@ -96,8 +96,18 @@ async def test_states_of_many_patients_in_one_statement_match_the_latest_rows(
     assert (three.latest, three.gateway_online) == ({VitalCode.SYSTOLIC_BP: 101}, False)
     assert all(state.open_alerts == 0 and state.updated_at == clock.now for state in states)
 
-    async with sessions() as session:
-        assert await patient_states(session, ["pt-2"], now=clock.now) == [two]  # alone, the same answer
-        assert await patient_states(session, ["pt-unknown"], now=clock.now) == []
-        assert await patients_of_gateways(session, {gw_a, gw_b}) == ["pt-1", "pt-2", "pt-3"]
-        assert await patients_of_gateways(session, set()) == []
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with sessions() as session:
+            assert await patient_states(session, ["pt-2"], now=clock.now) == [two]  # alone, the same answer
+            assert await patient_states(session, ["pt-unknown"], now=clock.now) == []
+            assert await patients_of_gateways(session, {gw_a, gw_b}) == ["pt-1", "pt-2", "pt-3"]
+            assert await patients_of_gateways(session, [gw_b]) == ["pt-3"]
+            assert await patients_of_gateways(session, set()) == []
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    if engine.dialect.name == "postgresql":
+        # One statement text for any number of patients or gateways (= ANY of an array, not an IN list):
+        # asyncpg prepares each text once per connection, so a new count was a new prepare.
+        assert len({s for s in statements if "observations" in s}) == 1
+        assert len({s for s in statements if "FROM patients" in s and "observations" not in s}) == 1
