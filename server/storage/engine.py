@@ -18,6 +18,8 @@ the callers' retries (ingest, the engine; the API answers 503 with Retry-After) 
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_only
 
 IDLE_PING_S: Final = 10.0
 """A PostgreSQL connection idle in the pool this long is pinged before use."""
@@ -110,7 +113,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_s: float) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cursor, busy_timeout_s)
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
@@ -123,6 +126,28 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_s: float) -> None:
             connection.exec_driver_sql("BEGIN DEFERRED")
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _switch_to_wal(cursor: Any, busy_timeout_s: float) -> None:
+    """``PRAGMA journal_mode=WAL``, tried again while another connection is switching the same new file.
+
+    The switch needs an exclusive lock. When two connections to a new file make it at once, both hold a
+    shared lock and SQLite refuses the second upgrade at once ("database is locked") rather than through
+    the busy handler, which would deadlock; it is a brief conflict (the other switch then completes, and
+    a file in WAL mode needs no lock to say so). Workers or migrations starting together on a new SQLite
+    database met it about once in 40 starts. The wait yields to the event loop: connections are opened
+    inside SQLAlchemy's async adaptation."""
+    deadline = time.monotonic() + busy_timeout_s
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        await_only(asyncio.sleep(delay))
+        delay = min(delay * 2, 0.2)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
