@@ -211,7 +211,7 @@ async def test_demo_without_mosquitto_runs_on_the_embedded_broker_and_stops_clea
         "error",
         "-c",
         _DEMO_RUNNER,
-        *("demo", "--duration", "8", "--homes", "2", "--speed", "60"),
+        *("demo", "--duration", "20", "--homes", "2", "--speed", "60"),
         *("--http-port", "0", "--state-dir", str(state_dir)),
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
