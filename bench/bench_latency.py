@@ -52,6 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import asyncpg
 from soak import (
     WARDWATCH,
     create_database,
@@ -208,6 +209,8 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             summary_path = scratch / "fleet.json"
             share = args.deteriorating / 2
             prefix = [] if args.profile is None else profiled(args.profile / "fleet.prof")
+            if args.fleet_nice:
+                prefix = ["nice", "-n", str(args.fleet_nice), *prefix]
             fleet = await asyncio.create_subprocess_exec(
                 *prefix, WARDWATCH, "sim", "fleet", "--homes", str(args.homes), "--broker", f"mqtt://127.0.0.1:{port}",
                 "--duration", str(args.minutes * 60), "--score-interval", str(args.score_interval),
@@ -217,6 +220,8 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
                 stdout=asyncio.subprocess.DEVNULL, stderr=(scratch / "fleet.log").open("wb"),
             )  # fmt: skip
             started = time.monotonic()
+            machine_before = machine_cpu()
+            others_before = {"mosquitto": cpu_by_pid([broker.pid]), "postgresql": cpu_by_pid(postgres_pids())}
             probe.record_after = time.time() + args.warmup_s
             assert alert_probe.stdin is not None
             alert_probe.stdin.write(f"{probe.record_after!r}\n".encode())
@@ -226,11 +231,18 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             await fleet.wait()
             sampling.cancel()
             elapsed = time.monotonic() - started
+            machine_busy, machine_all = (b - a for a, b in zip(machine_before, machine_cpu(), strict=True))
+            others_after = {"mosquitto": cpu_by_pid([broker.pid]), "postgresql": cpu_by_pid(postgres_pids())}
+            others_pct = {}
+            for name, after in others_after.items():
+                used = sum(cpu - others_before[name].get(pid, 0.0) for pid, cpu in after.items())
+                others_pct[name] = round(100 * used / elapsed, 1)
             cpu = [proc_sample(w.pid)[1] - before for w, before in zip(workers, cpu_before, strict=True)]
             with contextlib.suppress(TimeoutError):  # receipts for the last messages
                 await asyncio.wait_for(probe.all_receipted.wait(), args.drain_s)
             listening.cancel()
         alerts = await alert_probe_results(alert_probe)
+        technical = await technical_alarms(dsn)
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     finally:
         await stop_stack([alert_probe, fleet, *workers, broker], admin, database)
@@ -240,6 +252,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
         "stored": probe.stored.summary().as_dict(),
         "receipt": probe.receipt.summary().as_dict(),
         "alerts_seen": alerts["alerts_seen"],
+        "technical_alarms": technical,
         "alerts_unmatched": alerts["alerts_unmatched"],
         "messages_without_receipt": len(probe.sent_at),
         "fleet": {
@@ -249,7 +262,53 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "worker_cpu_pct": [round(100 * c / elapsed, 1) for c in cpu],
         "fleet_cpu_pct": round(100 * fleet_cpu[-1][1] / fleet_cpu[-1][0], 1) if fleet_cpu else None,
+        "other_cpu_pct": others_pct,
+        "machine_busy_pct": round(100 * machine_busy / machine_all, 1),
     }
+
+
+async def technical_alarms(dsn: str) -> dict[str, int]:
+    """Technical alarms raised in the run, by condition; gateway_offline split by cause. The fleet's
+    gateways all send their heartbeats until they stop, so an offline alarm for missed heartbeats is a
+    false one (the server was behind), while the deaths at the fleet's end are real."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT CASE WHEN condition = 'gateway_offline' AND reason LIKE '%no heartbeat%' "
+            "THEN 'gateway_offline_missed_heartbeats' WHEN condition = 'gateway_offline' "
+            "THEN 'gateway_offline_death' ELSE condition END AS kind, count(*) AS n "
+            "FROM alerts WHERE category = 'technical' GROUP BY kind ORDER BY kind"
+        )
+    finally:
+        await connection.close()
+    return {row["kind"]: row["n"] for row in rows}
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, all) jiffies of every CPU so far, from /proc/stat (busy: all but idle and iowait)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def postgres_pids() -> list[int]:
+    """The machine's PostgreSQL processes (the server and every backend, this run's and others')."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+    return pids
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """pid -> CPU seconds used so far, for those of ``pids`` still running (a process that ends between two
+    samples is not counted; the workers' database connections are kept for the whole run)."""
+    used = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, StopIteration):
+            used[pid] = proc_sample(pid)[1]
+    return used
 
 
 async def sample_cpu(pid: int, started: float, last: list[tuple[float, float]]) -> None:
@@ -288,6 +347,13 @@ async def main() -> None:
         default=None,
         help="homes started per second (default: spread over one --score-interval, so the homes' scoring "
         "and heartbeat instants are spread as in a real deployment rather than all in the same second)",
+    )
+    parser.add_argument(
+        "--fleet-nice",
+        type=int,
+        default=0,
+        help="run the fleet at this niceness (e.g. 10), so that on a machine it shares, the simulated "
+        "homes, which would each have a CPU of their own, take CPU the server and broker leave",
     )
     parser.add_argument("--out", type=Path, help="write every run as JSON")
     parser.add_argument(

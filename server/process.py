@@ -165,6 +165,7 @@ def _build_http(
         actions=actions,
         publisher=broadcaster,
         ingest_counters=runtime.ingestor.counters.snapshot,
+        stream_lag_s=lambda: runtime.escalation.stream_lag.current().total_seconds(),
         clock=clock,
     )
     web.mount(app)  # the command-center page at / and its trend data

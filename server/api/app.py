@@ -118,6 +118,7 @@ def create_app(
     publisher: Broadcaster | None = None,
     clock: Callable[[], datetime] = utc_now,
     ingest_counters: Callable[[], Mapping[str, int]] | None = None,
+    stream_lag_s: Callable[[], float] | None = None,
     kdf: ScryptParameters = DEFAULT_KDF,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
@@ -125,8 +126,9 @@ def create_app(
 
     ``publisher`` is the broadcaster the escalation engine publishes live events into (a new one when
     None; either way it is ``app.state.context.broadcaster``). ``ingest_counters`` returns this process's
-    ingest counters (``Ingestor.counters.snapshot``). ``kdf`` is the scrypt cost for tokens created
-    through the API; ``clock`` and ``monotonic`` are injectable for tests."""
+    ingest counters (``Ingestor.counters.snapshot``) and ``stream_lag_s`` how far behind the gateways'
+    traffic it is (``EscalationEngine.stream_lag``), both for /metrics. ``kdf`` is the scrypt cost for
+    tokens created through the API; ``clock`` and ``monotonic`` are injectable for tests."""
     settings = settings or ApiSettings()
     context = ApiContext(
         sessions=sessionmaker,
@@ -144,6 +146,7 @@ def create_app(
         ),
         tickets=EventTickets(monotonic=monotonic),
         ingest_counters=ingest_counters,
+        stream_lag_s=stream_lag_s,
         extra={"kdf": kdf},
     )
     app = FastAPI(

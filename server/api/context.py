@@ -76,6 +76,7 @@ class ApiContext:
     limiter: SignInLimiter
     tickets: EventTickets
     ingest_counters: Callable[[], Mapping[str, int]] | None = None
+    stream_lag_s: Callable[[], float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def age_s(self, moment: datetime | None, now: datetime) -> float | None:

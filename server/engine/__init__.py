@@ -10,6 +10,7 @@ Modules::
     broker_link.py    BrokerLink: the publishing connection, kept open
     webhook.py        HMAC-SHA256 signing, verify() for receivers, the httpx transport
     patient_state.py  PatientState from the database
+    stream_lag.py     StreamLag: how far behind the gateways' traffic this worker is
     settings.py       BrokerSettings, EngineSettings, WebhookSettings
 """
 

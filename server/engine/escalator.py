@@ -61,6 +61,7 @@ from server.engine import store
 from server.engine.broker_link import Publisher
 from server.engine.patient_state import patient_states, patients_of_gateways
 from server.engine.settings import EngineSettings, WebhookSettings
+from server.engine.stream_lag import StreamLag
 from server.engine.tables import AlertDelivery
 from server.engine.webhook import HttpxTransport, WebhookTransport, headers
 from server.escalation import (
@@ -199,6 +200,9 @@ class EscalationEngine:
         self.broadcaster = broadcaster
         """In-process live events for the API's event stream (``server.api.events.Broadcaster``)."""
         self.counters = EngineCounters()
+        self.stream_lag = StreamLag(clock)
+        """How far behind the gateways' traffic this worker's ingest is (fed by ``handle_outcomes``):
+        the policy postpones the timers that wait for news from a gateway by that much."""
         self._timer_wake = asyncio.Event()
         self._delivery_wake = asyncio.Event()
         self._state_wake = asyncio.Event()
@@ -223,6 +227,7 @@ class EscalationEngine:
         keeps workers apart). Observation batches without a probe flag are looked at only when their
         gateway's policy state follows a probe that is off (``IngestOutcome.probe_watch``, read by ingest
         with the gateway's row): almost every batch needs no transaction at all."""
+        self.stream_lag.observe(outcomes)
         stored = [o for o in outcomes if o.kind is OutcomeKind.STORED and o.message is not None]
         by_subject: dict[str, list[tuple[PolicyInput, str]]] = {}
         for outcome in stored:
@@ -299,12 +304,13 @@ class EscalationEngine:
         next_due: list[datetime] = []
         failed = 0
         locked = await store.lock_subjects(session, list(by_subject), now=now)
+        lag = self.stream_lag.current()
         quiet: list[store.QuietState] = []  # saved together at the end: one round trip for all
         for subject, current in locked.items():
             written, last = current, None
             for item, topic in by_subject[subject]:
                 try:
-                    decision = decide(current.state, item, now=now, policy=self.policy)
+                    decision = decide(current.state, item, now=now, policy=self.policy, stream_lag=lag)
                 except Exception:
                     failed += 1
                     logger.exception("escalation of a message on %.200r failed on a server bug", topic)
@@ -482,7 +488,9 @@ class EscalationEngine:
             try:
                 async with self.sessions() as session, session.begin():
                     locked = await store.lock_subject(session, subject, now=now)
-                    decision = decide(locked.state, item, now=now, policy=self.policy)
+                    decision = decide(
+                        locked.state, item, now=now, policy=self.policy, stream_lag=self.stream_lag.current()
+                    )
                     saved = await self._save(session, locked, decision, now)
             except Exception as exc:
                 if not _retryable(exc) or attempt == STORAGE_ATTEMPTS:
@@ -612,6 +620,7 @@ class EscalationEngine:
     async def fire_due(self) -> int:
         """Claim the subjects whose timers are due now and fire them; return how many were claimed."""
         now = self._clock()
+        lag = self.stream_lag.current()
         changes: list[store.SavedEvent] = []
         next_due: list[datetime] = []
         claimed = 0
@@ -626,7 +635,9 @@ class EscalationEngine:
                         try:
                             async with session.begin_nested():
                                 locked = store.load(row)
-                                decision = decide(locked.state, Tick(), now=now, policy=self.policy)
+                                decision = decide(
+                                    locked.state, Tick(), now=now, policy=self.policy, stream_lag=lag
+                                )
                                 saved = await self._save(session, locked, decision, now)
                         except Exception as exc:
                             if _retryable(exc):

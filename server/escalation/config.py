@@ -170,6 +170,10 @@ class EscalationPolicy(BaseModel):
 
     heartbeat_grace_factor: float = Field(default=1.5, ge=1.0, le=10.0)
     """A gateway is offline when no birth or heartbeat arrived for this many heartbeat intervals."""
+    max_stream_lag_s: float = Field(default=600, ge=0, le=24 * 3600)
+    """The most by which a worker that is behind the gateways' traffic postpones the timers that wait
+    for news from a gateway (heartbeat deadline, device and clock grace periods), so that a heartbeat
+    still queued for the server is not taken as missing. 0: never postponed."""
 
     disconnect_grace_s: Seconds = 120
     """A device must stay disconnected this long before ``device_disconnected`` is raised."""

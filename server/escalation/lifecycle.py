@@ -50,6 +50,9 @@ class Step:
     now: datetime
     policy: EscalationPolicy
     changes: list[AlertChange] = field(default_factory=list)
+    stream_lag: timedelta = timedelta(0)
+    """How far behind the gateways' traffic the caller's ingest is (0 up to the policy's cap): the
+    timers that wait for news from a gateway fall due this much later (see ``policy.decide``)."""
 
     def emit(
         self,

@@ -104,9 +104,24 @@ def alert_subject(category: str, *, patient_id: str | None, gateway_id: str | No
     raise ValueError(f"a {category} alert needs its {'patient' if category == 'clinical' else 'gateway'} id")
 
 
-def decide(state: EscalationState, item: PolicyInput, *, now: datetime, policy: EscalationPolicy) -> Decision:
+def decide(
+    state: EscalationState,
+    item: PolicyInput,
+    *,
+    now: datetime,
+    policy: EscalationPolicy,
+    stream_lag: timedelta = timedelta(0),
+) -> Decision:
     """Apply one input at ``now`` (an aware datetime). Raises :class:`EscalationError` for a refused
-    clinician action; the given state is then unchanged and nothing is emitted."""
+    clinician action; the given state is then unchanged and nothing is emitted.
+
+    ``stream_lag`` is how far behind the gateways' traffic the caller is: the age of the messages its
+    ingest is storing now (``server.engine.stream_lag``), capped at ``policy.max_stream_lag_s``. The
+    timers that only news from a gateway can stop (its heartbeat deadline, a device's disconnect or
+    probe-off grace, the clock grace) fall due that much later, so that a heartbeat still queued for
+    this server is not taken as missing. It only ever postpones them: a wrong estimate can delay such an
+    alarm by at most the cap, never raise one early. Alert timers (escalation, reminders, snooze) keep
+    the server's clock: nothing in the gateways' traffic stops them."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be an aware datetime (UTC)")
     now = now.astimezone(UTC)
@@ -114,10 +129,11 @@ def decide(state: EscalationState, item: PolicyInput, *, now: datetime, policy: 
     if work.clock is not None and now < work.clock:
         now = work.clock  # never let time run backwards for the state
     work.clock = now
-    step = Step(state=work, now=now, policy=policy)
+    lag = min(max(stream_lag, timedelta(0)), timedelta(seconds=policy.max_stream_lag_s))
+    step = Step(state=work, now=now, policy=policy, stream_lag=lag)
     fire_due_timers(step)
     _apply(step, item)
-    return Decision(state=work, changes=step.changes, next_due_at=work.next_due_at())
+    return Decision(state=work, changes=step.changes, next_due_at=work.next_due_at(lag, now))
 
 
 def fire_due_timers(step: Step) -> None:
@@ -133,11 +149,16 @@ def _earliest_timer(step: Step) -> Callable[[], None] | None:
     """The earliest due timer (ties broken by a stable key), as a callable that fires it."""
     best: tuple[datetime, str] | None = None
     action: Callable[[], None] | None = None
-    state, now = step.state, step.now
+    state, now, lag = step.state, step.now, step.stream_lag
 
-    def consider(due: datetime | None, key: str, fire: Callable[[], None]) -> None:
+    def consider(due: datetime | None, key: str, fire: Callable[[], None], *, news: bool = False) -> None:
+        """``news``: a timer that news from the gateway would stop, due ``lag`` later."""
         nonlocal best, action
-        if due is not None and due <= now and (best is None or (due, key) < best):
+        if due is None:
+            return
+        if news:
+            due += lag
+        if due <= now and (best is None or (due, key) < best):
             best, action = (due, key), fire
 
     for alert in state.alerts.values():
@@ -151,22 +172,26 @@ def _earliest_timer(step: Step) -> Callable[[], None] | None:
             gateway.heartbeat_deadline,
             f"gateway:{gateway_id}|~heartbeat",
             partial(fire_heartbeat_deadline, step, gateway),
+            news=True,
         )
         consider(
             gateway.clock_unsync_confirm_at,
             f"gateway:{gateway_id}|~clock",
             partial(fire_clock, step, gateway),
+            news=True,
         )
         for device_id, device in gateway.devices.items():
             consider(
                 device.disconnect_confirm_at,
                 f"gateway:{gateway_id}|~device|{device_id}|disconnect",
                 partial(fire_disconnect, step, gateway, device),
+                news=True,
             )
             consider(
                 device.probe_confirm_at,
                 f"gateway:{gateway_id}|~device|{device_id}|probe",
                 partial(fire_probe, step, gateway, device),
+                news=True,
             )
     return action
 

@@ -14,7 +14,7 @@ per subject with its :meth:`EscalationState.next_due_at` and claim due rows with
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -149,11 +149,18 @@ class EscalationState(_StateModel):
                 result[alert.alert_id] = due
         return result
 
-    def next_due_at(self) -> datetime | None:
-        """When the scheduler must call back with a tick: the earliest timer of any kind, or None."""
+    def next_due_at(
+        self, stream_lag: timedelta = timedelta(0), now: datetime | None = None
+    ) -> datetime | None:
+        """When the scheduler must call back with a tick: the earliest timer of any kind, or None.
+
+        A timer that waits for news from a gateway and has passed ``now`` is postponed by ``stream_lag``
+        (see ``policy.decide``); one still ahead is looked at when it comes, with the lag of that time."""
         times: list[datetime] = list(self.due_times().values())
+        news: list[datetime] = []
         for gateway in self.gateways.values():
-            times.extend(t for t in (gateway.heartbeat_deadline, gateway.clock_unsync_confirm_at) if t)
+            news.extend(t for t in (gateway.heartbeat_deadline, gateway.clock_unsync_confirm_at) if t)
             for device in gateway.devices.values():
-                times.extend(t for t in (device.disconnect_confirm_at, device.probe_confirm_at) if t)
+                news.extend(t for t in (device.disconnect_confirm_at, device.probe_confirm_at) if t)
+        times.extend(t + stream_lag if now is not None and t <= now else t for t in news)
         return min(times) if times else None

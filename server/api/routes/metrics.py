@@ -1,9 +1,9 @@
 """``GET /metrics``: Prometheus text exposition (version 0.0.4) of counts, never patient data.
 
 Needs a bearer token of the ``integration`` or ``admin`` role (Prometheus: ``authorization:
-{credentials: <token>}`` in the scrape config). Exposes this process's ingest counters, the API's
-sign-in counters and event-stream subscribers, and from the database the open alerts by category and
-priority and the gateways online and offline.
+{credentials: <token>}`` in the scrape config). Exposes this process's ingest counters and stream lag,
+the API's sign-in counters and event-stream subscribers, and from the database the open alerts by
+category and priority and the gateways online and offline.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ _HELP: Final = {
     "wardwatch_ingest_stored_total": "Messages stored, by channel",
     "wardwatch_ingest_dead_letters_total": "Messages rejected to the dead-letter table, by reason",
     "wardwatch_ingest_duplicates_total": "Replays recognised by message id and not stored again",
+    "wardwatch_ingest_stream_lag_seconds": "How far behind the gateways' traffic this process's ingest is "
+    "(the age of the fresh messages it stores; gateway-news timers wait this much longer)",
 }
 
 
@@ -75,6 +77,8 @@ async def metrics(request: Request, account: Scraper) -> PlainTextResponse:
     lines: list[str] = []
     if context.ingest_counters is not None:
         lines.extend(ingest_families(context.ingest_counters()))
+    if context.stream_lag_s is not None:
+        lines.extend(_family("wardwatch_ingest_stream_lag_seconds", "gauge", [({}, context.stream_lag_s())]))
     lines.extend(
         _family(
             "wardwatch_alerts_open",

@@ -172,6 +172,7 @@ async def make_api(
         publisher=broadcaster,
         clock=clock,
         ingest_counters=ingestor.counters.snapshot,
+        stream_lag_s=lambda: 42.5,
         kdf=CHEAP_KDF,
         monotonic=monotonic,
     )

@@ -296,6 +296,8 @@ async def test_prometheus_metrics_for_scrapers_only(api: Api) -> None:
     assert 'wardwatch_ingest_stored_total{channel="obs"} 4' in lines
     assert 'wardwatch_ingest_dead_letters_total{reason="invalid_json"} 1' in lines
     assert "# TYPE wardwatch_ingest_received_total counter" in lines
+    assert "# TYPE wardwatch_ingest_stream_lag_seconds gauge" in lines
+    assert "wardwatch_ingest_stream_lag_seconds 42.5" in lines
     assert 'wardwatch_alerts_open{category="clinical",priority="high"} 1' in lines
     assert 'wardwatch_alerts_open{category="clinical",priority="medium"} 1' in lines
     assert 'wardwatch_gateways{state="online"} 1' in lines
