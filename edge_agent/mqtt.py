@@ -237,6 +237,9 @@ class MqttClient:
         self._messages: asyncio.Queue[Message | None] = asyncio.Queue()
         self._misc_task: asyncio.Task[None] | None = None
         self._fd: int | None = None
+        self._readable: select.poll | None = None
+        """Asks whether the socket has more to read without blocking (poll, not select: select() fails
+        for a descriptor at or above FD_SETSIZE, 1024, which a process with many connections reaches)."""
         self._writer_fd: int | None = None
         """The socket while the loop watches it for writing (it was full)."""
         self._write_scheduled = False
@@ -533,6 +536,8 @@ class MqttClient:
     def _attach_socket(self, fd: int) -> None:
         assert self._loop is not None
         self._fd = fd
+        self._readable = select.poll()
+        self._readable.register(fd, select.POLLIN)
         self._loop.add_reader(fd, self._read_ready)
 
     def _read_ready(self) -> None:
@@ -548,9 +553,8 @@ class MqttClient:
             if sock is None:
                 return
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
-                continue  # decrypted bytes wait in the TLS layer; select() cannot see them
-            readable, _, _ = select.select([sock], [], [], 0)
-            if not readable:
+                continue  # decrypted bytes wait in the TLS layer; poll() cannot see them
+            if self._readable is None or not self._readable.poll(0):
                 return
 
     def _pause_reading(self) -> None:
@@ -562,7 +566,7 @@ class MqttClient:
         if self._reading_paused and self._fd is not None and self._loop is not None:
             self._reading_paused = False
             self._loop.add_reader(self._fd, self._read_ready)
-            self._loop.call_soon(self._read_ready)  # bytes may wait in the TLS layer, unseen by select()
+            self._loop.call_soon(self._read_ready)  # bytes may wait in the TLS layer, unseen by poll()
 
     def _on_socket_close(self, _c: paho.Client, _u: Any, _sock: Any) -> None:
         self._in_loop(self._detach_socket)
@@ -572,6 +576,7 @@ class MqttClient:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
         self._fd = None
+        self._readable = None
         self._writer_fd = None
         self._reading_paused = False
 

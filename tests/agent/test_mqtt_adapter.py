@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import resource
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -333,3 +335,42 @@ async def test_receiving_messages_leaves_no_reference_cycles(
             gc.enable()
     assert received == count + 1
     assert cyclic_garbage < count // 10, f"{cyclic_garbage} objects in reference cycles for {count} messages"
+
+
+async def test_a_socket_above_fd_setsize_is_read_like_any_other(
+    broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    """A process with over a thousand descriptors (a fleet of gateways, a worker serving many event
+    streams) gets sockets numbered 1024 and up, which select() refuses: every read of such a connection
+    raised in the event loop's callback (seen as tens of thousands of tracebacks in a 1,500-home fleet)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1200, hard), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        count = 200
+        async with (
+            MqttClient(settings(broker, f"{topic_prefix}-sub".replace("/", "-"))) as sub,
+            MqttClient(settings(broker, f"{topic_prefix}-pub".replace("/", "-"))) as pub,
+        ):
+            sock = sub._paho.socket()
+            assert sock is not None and sock.fileno() >= 1024
+            await sub.subscribe(f"{topic_prefix}/#")
+            for index in range(count):
+                await pub.publish(f"{topic_prefix}/n", str(index).encode(), qos=1)
+            received = []
+            async with asyncio.timeout(10):
+                async for message in sub.messages():
+                    received.append(int(message.payload))
+                    if len(received) == count:
+                        break
+    finally:
+        loop.set_exception_handler(previous)
+        for fd in fillers:
+            os.close(fd)
+    assert received == list(range(count))
+    assert errors == []
