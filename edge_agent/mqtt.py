@@ -22,7 +22,9 @@ itself to its ``receive_maximum``: while that many QoS 1/2 messages are unacknow
 the socket (TCP back-pressure; the broker keeps the rest queued) and reads on once one is acknowledged.
 The broker is supposed to enforce it, but Mosquitto 2.0.11 does not once PUBACKs flow (measured: 9,120
 unacknowledged messages in flight against a receive maximum of 100), and a consumer would otherwise
-buffer whatever backlog the broker holds.
+buffer whatever backlog the broker holds. While a SUBACK or PUBACK is awaited it reads on past the
+maximum, since the response can only be read after the messages sent before it (a persistent session's
+queue comes right after CONNACK, ahead of the SUBACK of a re-subscription).
 
 Exceptions (all subclasses of :class:`~edge_agent.errors.AgentError`)::
 
@@ -379,6 +381,7 @@ class MqttClient:
             return
         future: asyncio.Future[None] = self._loop.create_future()
         self._publishes[info.mid] = (future, topic)
+        self._read_for_response()
         try:
             await future
         finally:
@@ -398,6 +401,7 @@ class MqttClient:
             raise ConnectionLost(f"subscribe failed: {paho.error_string(result)}")
         future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
         self._subscribes[mid] = (future, list(topic_filters))
+        self._read_for_response()
         try:
             codes = await future
         finally:
@@ -544,7 +548,7 @@ class MqttClient:
         """Read what the socket has: paho's loop_read() takes one packet per call, so a busy subscriber
         would otherwise get one message per event-loop turn. Bounded, so other tasks still run."""
         for _ in range(_PACKETS_PER_READ):
-            if self._unacked >= self.settings.receive_maximum:
+            if self._unacked >= self.settings.receive_maximum and not self._awaiting_response():
                 self._pause_reading()  # loop_read() takes one packet: this is exact
                 return
             if self._paho.loop_read() != paho.MQTT_ERR_SUCCESS:
@@ -556,6 +560,20 @@ class MqttClient:
                 continue  # decrypted bytes wait in the TLS layer; poll() cannot see them
             if self._readable is None or not self._readable.poll(0):
                 return
+
+    def _awaiting_response(self) -> bool:
+        """Whether a SUBACK or PUBACK is awaited: it can only be read after the messages before it."""
+        return bool(self._subscribes or self._publishes)
+
+    def _read_for_response(self) -> None:
+        """Read on past the receive maximum until the awaited response is in. A broker hands a
+        persistent session's queued messages over right after CONNACK, before the SUBACK of a
+        re-subscription; with reading paused at the receive maximum the SUBACK was never read, the
+        consumer never started, nothing was acknowledged: ingest hung after every restart of a worker
+        whose backlog exceeded its receive maximum. The excess is bounded by what the broker sent
+        before the response (it sends no more until acknowledgements flow)."""
+        if self._reading_paused:
+            self._resume_reading()
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self._fd is not None and self._loop is not None:

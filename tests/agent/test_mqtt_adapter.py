@@ -374,3 +374,37 @@ async def test_a_socket_above_fd_setsize_is_read_like_any_other(
             os.close(fd)
     assert received == list(range(count))
     assert errors == []
+
+
+@pytest.mark.parametrize("protocol_version", ["5", "3.1.1"])
+async def test_a_session_with_a_backlog_beyond_the_receive_maximum_can_subscribe_again(
+    broker: MosquittoBroker, topic_prefix: str, protocol_version: str
+) -> None:
+    """A consumer reconnecting to its persistent session (a restarted server worker) gets the queued
+    messages right after CONNACK, ahead of the SUBACK of its re-subscription. Reading paused at the
+    receive maximum would leave that SUBACK unread forever: the consumer never starts, so nothing is
+    acknowledged and nothing resumes the reading. The client reads on until the SUBACK is in."""
+    consumer = settings(
+        broker,
+        f"backlog-{topic_prefix[-12:]}",
+        manual_ack=True,
+        clean_start=False,
+        receive_maximum=5,
+        protocol_version=protocol_version,
+    )
+    async with MqttClient(consumer) as first:
+        await first.subscribe(f"{topic_prefix}/data")
+    async with MqttClient(settings(broker, f"backlog-pub-{topic_prefix[-12:]}")) as pub:
+        for n in range(30):  # queued for the session while the consumer is away
+            await pub.publish(f"{topic_prefix}/data", str(n).encode())
+    async with MqttClient(consumer) as again:
+        assert again.session_present
+        async with asyncio.timeout(10):
+            await again.subscribe(f"{topic_prefix}/data")
+            seen: list[bytes] = []
+            async for message in again.messages():
+                seen.append(message.payload)
+                message.ack()
+                if len(seen) == 30:
+                    break
+    assert seen == [str(n).encode() for n in range(30)]

@@ -345,3 +345,29 @@ async def test_a_gateway_with_a_batch_being_stored_waits_for_it_others_do_not_an
     assert gate.batches == [[gateway_id], [other], [gateway_id]]
     assert [o.kind for o in outcomes.items] == [OutcomeKind.STORED] * 3
     assert await scalar(sessions, "SELECT count(*) FROM observations") == 3
+
+
+async def test_a_restarted_consumer_with_a_backlog_beyond_its_receive_maximum_stores_it(
+    broker: MosquittoBroker,
+    ingestor: Ingestor,
+    sessions: async_sessionmaker[AsyncSession],
+    gateway_id: str,
+) -> None:
+    """A worker back within its session expiry finds more queued for it than its receive maximum: the
+    broker hands that over before the SUBACK of the consumer's re-subscription, and the consumer must
+    still get to storing it (it hung here, subscribed but never consuming, before the MQTT client
+    read on for the SUBACK)."""
+    settings = MqttSettings.from_url(broker.url, client_id=f"server-{gateway_id}", receive_maximum=10)
+    consumer = IngestConsumer(ingestor, settings, share_group=None, max_batch=4)
+    async with MqttClient(consumer.mqtt) as first_run:  # the session and its subscriptions
+        await first_run.subscribe(*consumer.filters, qos=1)
+    batches = [observation_batch(gateway_id, seq, count=1) for seq in range(40)]
+    await publish_all(broker, gateway_id, [(obs_topic(gateway_id), protocol.encode(b)) for b in batches])
+
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(consumer.run(), name="ingest consumer")
+        await asyncio.wait_for(consumer.wait_acknowledged(len(batches)), 20)
+        task.cancel()
+
+    assert consumer.reconnects == 0
+    assert await scalar(sessions, "SELECT count(*) FROM observations") == 40
