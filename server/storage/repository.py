@@ -705,7 +705,9 @@ def _observation_arrays(batches: Sequence[protocol.ObservationBatch]) -> dict[st
             columns["measured_ats"].append(item.measured_at)
             columns["time_sources"].append(item.time_source.value)
             columns["device_ids"].append(item.device_id)
-            columns["qualities"].append(_json([flag.value for flag in item.quality]))
+            # Almost every reading is clean: its flags' JSON is "[]" without a json.dumps call each.
+            flags = _json([flag.value for flag in item.quality]) if item.quality else "[]"
+            columns["qualities"].append(flags)
             columns["perfusion_indexes"].append(item.perfusion_index)
             columns["historicals"].append(item.historical)
     return columns if columns["message_ids"] else None
