@@ -72,6 +72,7 @@ from edge_agent.protocol import (
 )
 from server.ingest import Ingestor
 from server.ingest_mqtt import IngestConsumer
+from server.settings import IngestSettings
 from server.storage import create_engine, migrate, session_factory
 from simulators.fleet.traffic import HomeTraffic, TrafficPlan
 
@@ -411,8 +412,9 @@ async def main() -> None:
     parser.add_argument(
         "--receive-maximum",
         type=int,
-        default=100,
-        help="broker mode: the consumer's MQTT receive maximum (edge_agent.mqtt default 100)",
+        default=IngestSettings().receive_maximum,
+        help="broker mode: the consumer's MQTT receive maximum (default: a worker's, ingest.receive_maximum; "
+        "the runs documented before 2026-12-07 used 100, which leaves ~12 messages per transaction)",
     )
     parser.add_argument(
         "--traffic-cache", type=Path, help="keep the generated traffic in this file and reuse it"
