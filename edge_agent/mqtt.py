@@ -212,6 +212,8 @@ _NO_TOPIC_CALLBACKS: Final = _NoTopicCallbacks()
 
 _SUCCESS_PUBACK = frozenset({0x00, 0x10})
 _PACKETS_PER_READ = 256
+_RECEIVE_BUFFER = 64 * 1024
+"""Bytes taken off the socket in one recv(); paho's reads of a packet are served from them."""
 
 
 class MqttClient:
@@ -240,6 +242,9 @@ class MqttClient:
         self._misc_task: asyncio.Task[None] | None = None
         self._fd: int | None = None
         self._readable: select.poll | None = None
+        self._inbox = b""
+        self._inbox_at = 0
+        """Received bytes that paho has not read yet begin at ``_inbox[_inbox_at]``."""
         """Asks whether the socket has more to read without blocking (poll, not select: select() fails
         for a descriptor at or above FD_SETSIZE, 1024, which a process with many connections reaches)."""
         self._writer_fd: int | None = None
@@ -280,6 +285,9 @@ class MqttClient:
         # frees: at a server worker's thousand messages a second, nine tenths of what it found
         # (docs/benchmarks.md, seventh round).
         client._on_message_filtered = _NO_TOPIC_CALLBACKS  # type: ignore[assignment]
+        # paho reads a packet's fixed header a byte per call, each a recv() system call: three or four
+        # per message. It reads through this instead, which takes what the socket holds in one call.
+        client._sock_recv = self._receive  # type: ignore[method-assign]
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -544,15 +552,43 @@ class MqttClient:
         self._readable.register(fd, select.POLLIN)
         self._loop.add_reader(fd, self._read_ready)
 
+    def _receive(self, bufsize: int) -> bytes:
+        """paho's socket read (``Client._sock_recv``), served from what one recv() took: up to
+        ``bufsize`` bytes, b"" at the end of the stream, BlockingIOError when nothing is there."""
+        data, at = self._inbox, self._inbox_at
+        if at >= len(data):
+            sock = self._paho.socket()
+            if sock is None:
+                raise ConnectionError("the socket is closed")
+            try:
+                data = self._fill(sock)
+            except ssl.SSLWantReadError as err:
+                raise BlockingIOError from err
+            except ssl.SSLWantWriteError as err:
+                self._paho._call_socket_register_write()
+                raise BlockingIOError from err
+            if not data:
+                return data
+            at = 0
+        chunk = data[at : at + bufsize]
+        self._inbox, self._inbox_at = data, at + len(chunk)
+        return chunk
+
+    def _fill(self, sock: Any) -> bytes:
+        return bytes(sock.recv(_RECEIVE_BUFFER))
+
     def _read_ready(self) -> None:
-        """Read what the socket has: paho's loop_read() takes one packet per call, so a busy subscriber
-        would otherwise get one message per event-loop turn. Bounded, so other tasks still run."""
+        """Read what the socket has: paho's loop_read() takes one packet per call (when nothing of its own
+        is in flight), so a busy subscriber would otherwise get one message per event-loop turn.
+        Bounded, so other tasks still run."""
         for _ in range(_PACKETS_PER_READ):
             if self._unacked >= self.settings.receive_maximum and not self._awaiting_response():
                 self._pause_reading()  # loop_read() takes one packet: this is exact
                 return
             if self._paho.loop_read() != paho.MQTT_ERR_SUCCESS:
                 return
+            if self._inbox_at < len(self._inbox):
+                continue  # received and not read yet: poll() cannot see it
             sock = self._paho.socket()
             if sock is None:
                 return
@@ -560,6 +596,13 @@ class MqttClient:
                 continue  # decrypted bytes wait in the TLS layer; poll() cannot see them
             if self._readable is None or not self._readable.poll(0):
                 return
+        # Bounded: the rest next turn. Bytes in the socket wake the loop again; bytes already taken off
+        # it (or decrypted by TLS) would not.
+        sock = self._paho.socket()
+        if self._loop is not None and (
+            self._inbox_at < len(self._inbox) or (isinstance(sock, ssl.SSLSocket) and sock.pending())
+        ):
+            self._loop.call_soon(self._read_ready)
 
     def _awaiting_response(self) -> bool:
         """Whether a SUBACK or PUBACK is awaited: it can only be read after the messages before it."""
@@ -595,6 +638,7 @@ class MqttClient:
             self._loop.remove_writer(self._fd)
         self._fd = None
         self._readable = None
+        self._inbox, self._inbox_at = b"", 0
         self._writer_fd = None
         self._reading_paused = False
 

@@ -408,3 +408,35 @@ async def test_a_session_with_a_backlog_beyond_the_receive_maximum_can_subscribe
                 if len(seen) == 30:
                     break
     assert seen == [str(n).encode() for n in range(30)]
+
+
+async def test_a_burst_of_messages_is_taken_off_the_socket_in_few_reads(
+    broker: MosquittoBroker, topic_prefix: str
+) -> None:
+    """paho reads a packet's fixed header a byte per call, three or four recv() system calls per message;
+    the client takes what the socket holds in one call and serves paho's reads from it."""
+    count = 300
+    async with (
+        MqttClient(settings(broker, f"{topic_prefix}-sub".replace("/", "-"))) as sub,
+        MqttClient(settings(broker, f"{topic_prefix}-pub".replace("/", "-"))) as pub,
+    ):
+        await sub.subscribe(f"{topic_prefix}/#")
+        reads = 0
+        fill = sub._fill
+
+        def counting(sock: socket.socket) -> bytes:
+            nonlocal reads
+            reads += 1
+            return fill(sock)
+
+        sub._fill = counting  # type: ignore[method-assign]
+        for index in range(count):
+            await pub.publish(f"{topic_prefix}/n/{index}", str(index).encode() * (index % 50), qos=0)
+        received: list[tuple[str, bytes]] = []
+        async with asyncio.timeout(10):
+            async for message in sub.messages():
+                received.append((message.topic, message.payload))
+                if len(received) == count:
+                    break
+    assert received == [(f"{topic_prefix}/n/{i}", str(i).encode() * (i % 50)) for i in range(count)]
+    assert reads <= count // 10, f"{reads} socket reads for {count} messages"
