@@ -242,11 +242,11 @@ class MqttClient:
         self._misc_task: asyncio.Task[None] | None = None
         self._fd: int | None = None
         self._readable: select.poll | None = None
+        """Asks whether the socket has more to read without blocking (poll, not select: select() fails
+        for a descriptor at or above FD_SETSIZE, 1024, which a process with many connections reaches)."""
         self._inbox = b""
         self._inbox_at = 0
         """Received bytes that paho has not read yet begin at ``_inbox[_inbox_at]``."""
-        """Asks whether the socket has more to read without blocking (poll, not select: select() fails
-        for a descriptor at or above FD_SETSIZE, 1024, which a process with many connections reaches)."""
         self._writer_fd: int | None = None
         """The socket while the loop watches it for writing (it was full)."""
         self._write_scheduled = False
@@ -575,7 +575,8 @@ class MqttClient:
         return chunk
 
     def _fill(self, sock: Any) -> bytes:
-        return bytes(sock.recv(_RECEIVE_BUFFER))
+        data: bytes = sock.recv(_RECEIVE_BUFFER)
+        return data
 
     def _read_ready(self) -> None:
         """Read what the socket has: paho's loop_read() takes one packet per call (when nothing of its own
