@@ -83,6 +83,12 @@ class Probe:
         self.alert = LatencyHistogram()
         self.alert_startup = LatencyHistogram()
         """Alerts caused by assessments sent before ``record_after``."""
+        self.alert_decided = LatencyHistogram()
+        """The alert's part up to the decision: the assessment's ``sent_at`` -> the event's ``at`` (the
+        engine's clock when its transaction began)."""
+        self.alert_published = LatencyHistogram()
+        """The rest: the event's ``at`` -> its arrival here (the decision's transaction, the publish, the
+        broker)."""
         self.stored = LatencyHistogram()
         self.receipt = LatencyHistogram()
         self.alerts_seen = 0
@@ -121,7 +127,13 @@ class Probe:
         self.alerts_seen += 1
         for total, sent in reversed(self.scores.get(body.get("patient_id") or "", ())):
             if total == body.get("total") and sent <= received:
-                (self.alert if sent >= self.record_after else self.alert_startup).record(received - sent)
+                if sent < self.record_after:
+                    self.alert_startup.record(received - sent)
+                    return
+                self.alert.record(received - sent)
+                decided = datetime.fromisoformat(body["at"]).timestamp()
+                self.alert_decided.record(max(0.0, decided - sent))
+                self.alert_published.record(max(0.0, received - decided))
                 return
         self.alerts_unmatched += 1
 
@@ -161,6 +173,8 @@ async def alert_probe_main(port: int) -> None:
     result = {
         "alert": probe.alert.summary().as_dict(),
         "alert_startup": probe.alert_startup.summary().as_dict(),
+        "alert_decided": probe.alert_decided.summary().as_dict(),
+        "alert_published": probe.alert_published.summary().as_dict(),
         "alerts_seen": probe.alerts_seen,
         "alerts_unmatched": probe.alerts_unmatched,
     }
@@ -249,6 +263,8 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "alert": alerts["alert"],
         "alert_startup": alerts["alert_startup"],
+        "alert_decided": alerts["alert_decided"],
+        "alert_published": alerts["alert_published"],
         "stored": probe.stored.summary().as_dict(),
         "receipt": probe.receipt.summary().as_dict(),
         "alerts_seen": alerts["alerts_seen"],

@@ -20,8 +20,8 @@ as they would be without this; an overestimate delays them, by at most ``max_str
 
 from __future__ import annotations
 
+import bisect
 import math
-import statistics
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -43,6 +43,10 @@ class StreamLag:
         self._quantile = quantile
         self._values: deque[tuple[datetime, float]] = deque()
         """(received_at, seconds) per ingest transaction, oldest first."""
+        self._sorted: list[float] = []
+        """The same values in ascending order: the median is read, not computed, on every decision (a
+        window holds a value per ingest transaction, thousands at full load; sorting them for each of the
+        engine's transactions cost the worker 7 % of its CPU)."""
 
     def observe(self, outcomes: Sequence[IngestOutcome]) -> None:
         """Take the ages of one transaction's stored messages (duplicates, stale statuses, dead
@@ -62,17 +66,23 @@ class StreamLag:
             return
         ages.sort()
         rank = max(0, math.ceil(self._quantile * len(ages)) - 1)  # nearest rank
-        self._values.append((received_at, max(0.0, ages[rank])))
+        value = max(0.0, ages[rank])
+        self._values.append((received_at, value))
+        bisect.insort(self._sorted, value)
         self._forget(self._clock())
 
     def current(self) -> timedelta:
         """The lag now: the median of the last window's values, zero without any."""
         self._forget(self._clock())
-        if not self._values:
+        values, count = self._sorted, len(self._sorted)
+        if not count:
             return timedelta(0)
-        return timedelta(seconds=statistics.median(value for _, value in self._values))
+        middle = count // 2
+        median = values[middle] if count % 2 else (values[middle - 1] + values[middle]) / 2
+        return timedelta(seconds=median)
 
     def _forget(self, now: datetime) -> None:
         horizon = now - self._window
         while self._values and self._values[0][0] < horizon:
-            self._values.popleft()
+            _, value = self._values.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, value)]

@@ -3,10 +3,13 @@ a worker that is behind does not declare a gateway offline whose heartbeat is st
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime, timedelta
 
 import pytest
 from engine_support import FakeClock, RecordingPublisher, gateway_status, ingest, news2_assessment
+from hypothesis import given
+from hypothesis import strategies as st
 from server_support import T0
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -75,6 +78,29 @@ def test_deaths_duplicates_and_clocks_ahead_say_nothing_about_the_queue() -> Non
     for _ in range(2):
         lag.observe([aged(-30, clock.now)])  # a gateway clock ahead
     assert lag.current() == timedelta(seconds=0)  # median of 12, 0, 0
+
+
+@given(
+    st.lists(
+        # (seconds passed, an age in microseconds: what a timedelta holds exactly)
+        st.tuples(st.floats(0, 4), st.integers(-5_000_000, 120_000_000).map(lambda us: us / 1e6)),
+        max_size=60,
+    )
+)
+def test_the_lag_is_always_the_median_of_the_values_still_in_the_window(
+    steps: list[tuple[float, float]],
+) -> None:
+    clock = FakeClock()
+    lag = StreamLag(clock, window_s=10)
+    seen: list[tuple[datetime, float]] = []
+    for passed, age in steps:
+        clock.advance(passed)
+        lag.observe([aged(age, clock.now)])
+        seen.append((clock.now, max(0.0, age)))
+        clock.advance(passed / 2)
+        window = [value for at, value in seen if at >= clock.now - timedelta(seconds=10)]
+        expected = timedelta(seconds=statistics.median(window)) if window else timedelta(0)
+        assert lag.current() == expected
 
 
 def test_settings_are_checked() -> None:
