@@ -78,8 +78,8 @@ class Probe:
         """Latencies of messages sent before this (Unix seconds: the fleet's start-up) are not recorded."""
         self.sent_at: dict[tuple[str, int], float] = {}
         """(gateway, seq) -> sent_at (Unix seconds) of messages without a receipt yet."""
-        self.scores: dict[str, deque[tuple[int, float]]] = defaultdict(lambda: deque(maxlen=16))
-        """patient -> recent (total, sent_at) of its assessments."""
+        self.scores: dict[str, deque[tuple[int, float, str, int]]] = defaultdict(lambda: deque(maxlen=16))
+        """patient -> recent (total, sent_at, gateway, seq) of its assessments."""
         self.alert = LatencyHistogram()
         self.alert_startup = LatencyHistogram()
         """Alerts caused by assessments sent before ``record_after``."""
@@ -89,6 +89,10 @@ class Probe:
         self.alert_published = LatencyHistogram()
         """The rest: the event's ``at`` -> its arrival here (the decision's transaction, the publish, the
         broker)."""
+        self.alert_causes: list[tuple[str, int, float, float, float]] = []
+        """(gateway, seq, sent_at, decided at, arrival) of each recorded alert's assessment: the run joins
+        them with the assessments' ``received_at`` (when ingest took the message) before its database
+        goes."""
         self.stored = LatencyHistogram()
         self.receipt = LatencyHistogram()
         self.alerts_seen = 0
@@ -119,13 +123,13 @@ class Probe:
             self.sent_at[(where.gateway_id, body["seq"])] = sent
             self.all_receipted.clear()
         if where.channel is GatewayChannel.SCORE:
-            self.scores[body["patient_id"]].append((body["total"], sent))
+            self.scores[body["patient_id"]].append((body["total"], sent, where.gateway_id, body["seq"]))
 
     def _alert(self, body: dict[str, Any], received: float) -> None:
         if body["category"] != "clinical" or body["action"] not in ("raised", "updated"):
             return
         self.alerts_seen += 1
-        for total, sent in reversed(self.scores.get(body.get("patient_id") or "", ())):
+        for total, sent, gateway, seq in reversed(self.scores.get(body.get("patient_id") or "", ())):
             if total == body.get("total") and sent <= received:
                 if sent < self.record_after:
                     self.alert_startup.record(received - sent)
@@ -134,6 +138,7 @@ class Probe:
                 decided = datetime.fromisoformat(body["at"]).timestamp()
                 self.alert_decided.record(max(0.0, decided - sent))
                 self.alert_published.record(max(0.0, received - decided))
+                self.alert_causes.append((gateway, seq, sent, decided, received))
                 return
         self.alerts_unmatched += 1
 
@@ -175,6 +180,7 @@ async def alert_probe_main(port: int) -> None:
         "alert_startup": probe.alert_startup.summary().as_dict(),
         "alert_decided": probe.alert_decided.summary().as_dict(),
         "alert_published": probe.alert_published.summary().as_dict(),
+        "alert_causes": probe.alert_causes,
         "alerts_seen": probe.alerts_seen,
         "alerts_unmatched": probe.alerts_unmatched,
     }
@@ -257,6 +263,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
             listening.cancel()
         alerts = await alert_probe_results(alert_probe)
         technical = await technical_alarms(dsn)
+        alert_stages = await alert_stages_of(dsn, alerts["alert_causes"])
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     finally:
         await stop_stack([alert_probe, fleet, *workers, broker], admin, database)
@@ -265,6 +272,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
         "alert_startup": alerts["alert_startup"],
         "alert_decided": alerts["alert_decided"],
         "alert_published": alerts["alert_published"],
+        "alert_stages": alert_stages,
         "stored": probe.stored.summary().as_dict(),
         "receipt": probe.receipt.summary().as_dict(),
         "alerts_seen": alerts["alerts_seen"],
@@ -298,6 +306,31 @@ async def technical_alarms(dsn: str) -> dict[str, int]:
     finally:
         await connection.close()
     return {row["kind"]: row["n"] for row in rows}
+
+
+async def alert_stages_of(dsn: str, causes: list[list[Any]]) -> dict[str, Any]:
+    """Where the recorded alerts' time went: their assessments' ``sent_at`` -> ``received_at`` (the
+    gateway's MQTT client, the broker, the worker's socket) -> the decision (``at``: the ingest
+    transaction, and the wait for the engine's) -> the alert's arrival at the probe."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT gateway_id, seq, received_at FROM assessments WHERE (gateway_id, seq) IN "
+            "(SELECT * FROM unnest($1::text[], $2::bigint[]))",
+            [c[0] for c in causes],
+            [c[1] for c in causes],
+        )
+    finally:
+        await connection.close()
+    received = {(row["gateway_id"], row["seq"]): row["received_at"].timestamp() for row in rows}
+    stages = {name: LatencyHistogram() for name in ("to_worker", "to_decision", "to_probe")}
+    for gateway, seq, sent, decided, arrived in causes:
+        if (taken := received.get((gateway, seq))) is None:
+            continue
+        stages["to_worker"].record(max(0.0, taken - sent))
+        stages["to_decision"].record(max(0.0, decided - taken))
+        stages["to_probe"].record(max(0.0, arrived - decided))
+    return {name: histogram.summary().as_dict() for name, histogram in stages.items()}
 
 
 def machine_cpu() -> tuple[int, int]:

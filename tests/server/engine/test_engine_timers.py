@@ -81,3 +81,60 @@ async def test_running_workers_fire_each_escalation_once_and_on_time(
     finally:
         for db in databases:
             await db.dispose()
+
+
+class CountingEngine(EscalationEngine):
+    """Counts the timer loop's looks for due subjects."""
+
+    looks = 0
+    looked = asyncio.Event()
+
+    async def fire_due(self) -> int:
+        self.looks += 1
+        self.looked.set()
+        return await super().fire_due()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_timer_loop_wakes_for_an_earlier_timer_only(database_url: str, gateway_id: str) -> None:
+    """A sleeping timer loop (polling every 5 s here) is woken by a decision whose timer is due before
+    its next look, and only by such: a heartbeat moving its gateway's deadline an hour ahead does not
+    make it query the database."""
+    database = create_engine(database_url)
+    try:
+        sessions = session_factory(database)
+        ingestor = Ingestor(sessions)
+        publisher = RecordingPublisher()
+        engine = CountingEngine(
+            sessions,
+            policy=fast_policy(),
+            publisher=publisher,
+            settings=EngineSettings(timer_poll_s=5),
+        )
+        engine.looked = asyncio.Event()
+        now = datetime.now(UTC)
+        await engine.handle_outcome(
+            await ingest(ingestor, gateway_status(gateway_id, "birth", sent_at=now), now)
+        )
+        async with asyncio.TaskGroup() as group:
+            loop = group.create_task(engine.run_timers(), name="timers")
+            await engine.looked.wait()
+            looks = engine.looks  # a heartbeat's decision during this first look may bring another
+            for _ in range(20):
+                now = datetime.now(UTC)
+                heartbeat = gateway_status(gateway_id, "heartbeat", sent_at=now)
+                await engine.handle_outcome(await ingest(ingestor, heartbeat, now))
+            assert engine.looks - looks <= 1  # at most its 5 s poll; a wake per heartbeat before
+
+            sent = asyncio.get_running_loop().time()
+            now = datetime.now(UTC)
+            high = news2_assessment(gateway_id, 0, patient_id="pt-wake", assessed_at=now)
+            await engine.handle_outcome(await ingest(ingestor, high, now))  # escalates after 1 s
+            async with asyncio.timeout(4):  # the loop's own next look would be up to 5 s away
+                while not any(e.action == "escalated" for e in publisher.alert_events()):
+                    async with engine.changes_seen:
+                        await engine.changes_seen.wait()
+            assert asyncio.get_running_loop().time() - sent >= 1  # not before it was due
+            loop.cancel()
+    finally:
+        await database.dispose()
