@@ -30,7 +30,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -104,6 +104,9 @@ IMMEDIATE_PUBLISH_TIMEOUT_S = 2.0
 """How long a decision waits for its alert events' PUBACK before leaving them to the delivery loop (a
 broker outage must not hold up the decisions behind it)."""
 
+KNOWN_SUBJECTS = 20_000
+"""Subjects whose last written state a worker remembers for unlocked decisions (a few kB each)."""
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -152,6 +155,10 @@ class EngineCounters:
     deliveries_failed: int = 0
     patient_states_published: int = 0
     storage_retries: int = 0
+    unlocked_decisions: int = 0
+    """Gateway inputs decided on a remembered state and written in one statement (PostgreSQL)."""
+    unlocked_conflicts: int = 0
+    """Of those, the ones whose subject another decision had moved on: decided again under its lock."""
     max_timer_lateness_s: float = 0.0
 
     def snapshot(self) -> dict[str, float]:
@@ -215,6 +222,17 @@ class EscalationEngine:
         self._deferred: deque[PolicyInput] = deque()
         self._deferred_wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._known: OrderedDict[str, store.LockedSubject] = OrderedDict()
+        """Subject -> the state and version this worker last committed or read for it, most recent last
+        (at most KNOWN_SUBJECTS)."""
+        bind = sessions.kw.get("bind")
+        self.unlocked_decisions = getattr(getattr(bind, "dialect", None), "name", None) == "postgresql"
+        """Decide gateway inputs on the remembered state and write each decision in ONE autocommitted
+        statement guarded by the subject's version (:func:`store.save_unless_moved`): one round trip
+        instead of four (BEGIN, the locking read, the write, COMMIT), each of which waits its turn in a
+        busy worker's event loop, which is what an alert's latency is made of under load. A subject
+        another decision has moved on (another worker, a timer) writes nothing and is decided again under
+        its lock. PostgreSQL only: SQLite serialises every writer anyway."""
         self.changes_seen = asyncio.Condition()
         """Notified after every committed decision that changed an alert (tests wait on it)."""
 
@@ -273,7 +291,7 @@ class EscalationEngine:
             now = self._clock()
             try:
                 async with self.sessions() as session, session.begin():
-                    saved, next_due, failed = await self._apply_together(session, by_subject, now)
+                    saved, next_due, failed, final = await self._apply_together(session, by_subject, now)
             except Exception as exc:
                 if not _retryable(exc):
                     logger.warning(
@@ -297,15 +315,19 @@ class EscalationEngine:
                 continue
             self.counters.inputs += sum(len(items) for items in by_subject.values())
             self.counters.inputs_failed += failed
+            for written in final:
+                self._remember(written)
             await self._committed(saved, min(next_due) if next_due else None)
             self._state_wake.set()
             return
 
     async def _apply_together(
         self, session: AsyncSession, by_subject: dict[str, list[tuple[PolicyInput, str]]], now: datetime
-    ) -> tuple[list[store.SavedEvent], list[datetime], int]:
-        """In the caller's transaction: the saved events, the next due times, the inputs that failed."""
+    ) -> tuple[list[store.SavedEvent], list[datetime], int, list[store.LockedSubject]]:
+        """In the caller's transaction: the saved events, the next due times, the inputs that failed and
+        each subject's state as written."""
         saved: list[store.SavedEvent] = []
+        final: list[store.LockedSubject] = []
         next_due: list[datetime] = []
         failed = 0
         locked = await store.lock_subjects(session, list(by_subject), now=now)
@@ -330,8 +352,9 @@ class EscalationEngine:
                 current, last = store.LockedSubject(subject, decision.state, current.version + 1), decision
             if (unsaved := _unsaved(written, current, last)) is not None:
                 quiet.append(unsaved)
+            final.append(current)
         await store.save_states(session, quiet, now=now)
-        return saved, next_due, failed
+        return saved, next_due, failed, final
 
     def _policy_input(self, outcome: IngestOutcome) -> PolicyInput | None:
         message = outcome.message
@@ -406,6 +429,9 @@ class EscalationEngine:
         if subject is None:
             raise ValueError(f"{type(item).__name__} names no subject; use act() or fire_due()")
         self.counters.inputs += 1
+        changes = await self._decide_unlocked(subject, item)
+        if changes is not None:
+            return changes
         return await self._decide(subject, item)
 
     async def act(self, action: ClinicianAction) -> list[AlertChange]:
@@ -506,16 +532,70 @@ class EscalationEngine:
                 )
                 await asyncio.sleep(0.05 * 2**attempt * (0.5 + random.random()))
                 continue
+            self._remember(store.LockedSubject(subject, decision.state, locked.version + 1))
             await self._committed(saved, decision.next_due_at)
             return decision.changes
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _decide_unlocked(self, subject: str, item: PolicyInput) -> list[AlertChange] | None:
+        """Decide ``item`` on the subject's remembered state and write it in one statement that applies
+        only if the subject's row is still at that version (see ``unlocked_decisions``). None when this
+        cannot be done (nothing remembered, a decision that needs a transaction, the row moved on,
+        database trouble): the caller decides under the subject's lock, as if this had not been tried."""
+        known = self._known.get(subject) if self.unlocked_decisions else None
+        if known is None:
+            return None
+        now = self._clock()
+        try:
+            decision = decide(
+                known.state, item, now=now, policy=self.policy, stream_lag=self.stream_lag.current()
+            )
+        except Exception:
+            return None  # decided again on the locked state, where a real failure is reported
+        if not store.writes_alone(known, decision):
+            return None
+        try:
+            async with store.autocommit(self.sessions) as session:
+                saved = await store.save_unless_moved(
+                    session, known, decision, now=now, webhooks=list(self.webhooks),
+                    worker_id=self.worker_id, mqtt_leased_until=self._lease(now),
+                )  # fmt: skip
+        except Exception as exc:
+            if not _retryable(exc):
+                raise
+            return None  # the locked path retries, then defers
+        if saved is None:
+            self.counters.unlocked_conflicts += 1
+            self._known.pop(subject, None)
+            return None
+        self.counters.unlocked_decisions += 1
+        self._remember(store.LockedSubject(subject, decision.state, known.version + 1))
+        await self._committed(saved, decision.next_due_at)
+        return decision.changes
+
+    def _remember(self, written: store.LockedSubject) -> None:
+        """Keep a subject's committed state for unlocked decisions (never an older version over a newer
+        one: concurrent decisions may report their commits out of order)."""
+        if not self.unlocked_decisions:
+            return
+        current = self._known.get(written.subject)
+        if current is not None and current.version >= written.version:
+            return
+        self._known[written.subject] = written
+        self._known.move_to_end(written.subject)
+        if len(self._known) > KNOWN_SUBJECTS:
+            self._known.popitem(last=False)
+
+    def _lease(self, now: datetime) -> datetime | None:
+        """Until when a decision's cc-topic deliveries are leased for publishing right after its commit."""
+        if self.publisher is None:
+            return None
+        return now + timedelta(seconds=self.settings.delivery_lease_s)
+
     async def _save(
         self, session: AsyncSession, locked: store.LockedSubject, decision: Decision, now: datetime
     ) -> list[store.SavedEvent]:
-        leased = (
-            now + timedelta(seconds=self.settings.delivery_lease_s) if self.publisher is not None else None
-        )
+        leased = self._lease(now)
         return await store.save_decision(
             session,
             locked,
@@ -629,8 +709,9 @@ class EscalationEngine:
         changes: list[store.SavedEvent] = []
         next_due: list[datetime] = []
         claimed = 0
+        fired: list[store.LockedSubject] = []
         for attempt in range(1, STORAGE_ATTEMPTS + 1):
-            changes, next_due = [], []
+            changes, next_due, fired = [], [], []
             try:
                 async with self.sessions() as session, session.begin():
                     subjects = await store.claim_due(session, now, self.settings.timer_batch)
@@ -644,6 +725,7 @@ class EscalationEngine:
                                     locked.state, Tick(), now=now, policy=self.policy, stream_lag=lag
                                 )
                                 saved = await self._save(session, locked, decision, now)
+                            fired.append(store.LockedSubject(subject, decision.state, locked.version + 1))
                         except Exception as exc:
                             if _retryable(exc):
                                 raise
@@ -663,6 +745,8 @@ class EscalationEngine:
                 logger.warning("firing timers hit database trouble (attempt %d): %s", attempt, exc)
                 await asyncio.sleep(0.05 * 2**attempt * (0.5 + random.random()))
         self.counters.timer_subjects_fired += claimed
+        for written in fired:
+            self._remember(written)
         await self._committed(changes, min(next_due) if next_due else None)
         return claimed
 

@@ -46,6 +46,15 @@ async def reading(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
         yield session
 
 
+@asynccontextmanager
+async def autocommit(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session whose every statement commits by itself: no BEGIN and COMMIT round trips around a
+    statement that is a whole transaction (:func:`save_unless_moved`)."""
+    async with sessions() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
+
+
 def _on_postgresql(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
@@ -185,10 +194,14 @@ async def save_decision(
     On PostgreSQL a decision that changes one alert (nearly all of them) is written in ONE statement
     (:func:`_pg_save_decision`); otherwise, and on SQLite, one statement per row kind and alert."""
     if len({change.alert_id for change in decision.changes}) == 1 and _on_postgresql(session):
-        return await _pg_save_decision(
+        saved = await _pg_save_decision(
             session, locked, decision, now=now, webhooks=webhooks, worker_id=worker_id,
             mqtt_leased_until=mqtt_leased_until,
         )  # fmt: skip
+        if saved is None:  # the row is locked by this transaction: its version cannot have moved
+            raise RuntimeError(f"escalation subject {locked.subject!r} is not at version {locked.version}")
+        await _save_probe_watches(session, locked.state, decision.state)
+        return saved
     await _save_state(session, locked, decision, now=now)
     done: set[uuid.UUID] = set()
     for change in decision.changes:
@@ -213,11 +226,59 @@ async def save_decision(
     ]
 
 
+def writes_alone(locked: LockedSubject, decision: Decision) -> bool:
+    """Whether :func:`save_unless_moved` can write ``decision`` (one statement): it changes at most one
+    alert, and no gateway's probe watch (which lives in another table)."""
+    return len({change.alert_id for change in decision.changes}) <= 1 and probe_watches(
+        locked.state
+    ) == probe_watches(decision.state)
+
+
+async def save_unless_moved(
+    session: AsyncSession,
+    known: LockedSubject,
+    decision: Decision,
+    *,
+    now: datetime,
+    webhooks: Sequence[str],
+    worker_id: str,
+    mqtt_leased_until: datetime | None = None,
+) -> list[SavedEvent] | None:
+    """PostgreSQL, on a connection in autocommit: write ``decision``, made on ``known`` without a lock,
+    in ONE statement (its own transaction) if the subject's row is still at ``known.version``; return
+    its events, or None when another decision has moved the row on (nothing is written then: decide
+    again on the current state). What :func:`save_decision` writes, for a decision
+    :func:`writes_alone` accepts."""
+    if not writes_alone(known, decision):
+        raise ValueError("this decision needs a transaction of its own (save_decision)")
+    if decision.changes:
+        return await _pg_save_decision(
+            session, known, decision, now=now, webhooks=webhooks, worker_id=worker_id,
+            mqtt_leased_until=mqtt_leased_until,
+        )  # fmt: skip
+    table: Table = EscalationSubject.__table__  # type: ignore[assignment]
+    written = await session.scalar(
+        update(table)
+        .where(table.c.subject == known.subject, table.c.version == known.version)
+        .values(
+            state=decision.state.model_dump(mode="json"),
+            next_due_at=decision.next_due_at,
+            updated_at=now,
+            version=known.version + 1,
+        )
+        .returning(table.c.version)
+    )
+    return [] if written is not None else None
+
+
 # PostgreSQL: a decision changing one alert in one statement of data-modifying WITH queries (each runs to
 # completion; foreign keys are checked at the end of the statement, so the audit rows may name an alert
 # that a sibling query inserts). One round trip instead of five (state, alert read, alert write, audit,
 # deliveries): each costs the decision a turn of the worker's event loop, which is what an alert's
 # latency is made of under load. Parameters are cast, as ingest's statements are; JSON is sent as text.
+# Every part is guarded by the subject's version (the row must still be at version - 1): in a locked
+# transaction that always holds; outside one (:func:`save_unless_moved`) a decision made on a state that
+# another decision has replaced writes nothing, and the statement answers one row of NULLs.
 
 _PG_TYPES: Final = {
     "id": "uuid", "category": "text", "condition": "text", "subject": "text", "patient_id": "text",
@@ -240,9 +301,10 @@ def _pg_save_decision_statement(created: tuple[str, ...], updated: tuple[str, ..
             UPDATE escalation_subjects SET state = CAST(:state AS jsonb),
                 next_due_at = CAST(:next_due_at AS timestamptz), updated_at = CAST(:now AS timestamptz),
                 version = CAST(:version AS bigint)
-            WHERE subject = CAST(:subject AS text)
+            WHERE subject = CAST(:subject AS text) AND version = CAST(:version AS bigint) - 1
+            RETURNING 1
         ), alert AS (
-            INSERT INTO alerts ({", ".join(columns)}) VALUES ({values})
+            INSERT INTO alerts ({", ".join(columns)}) SELECT {values} WHERE EXISTS (SELECT FROM state)
             ON CONFLICT (id) DO UPDATE SET {sets}
         ), audit AS (
             INSERT INTO alert_events (message_id, alert_id, action, actor, reason, priority, tier, risk,
@@ -256,6 +318,7 @@ def _pg_save_decision_statement(created: tuple[str, ...], updated: tuple[str, ..
                 CAST(:e_ats AS timestamptz[]), CAST(:e_details AS text[])
             ) WITH ORDINALITY AS e (message_id, alert_id, action, actor, reason, priority, tier, risk, total,
                 at, detail, position)
+            WHERE EXISTS (SELECT FROM state)
             ORDER BY e.position
         ), deliveries AS (
             INSERT INTO alert_deliveries (message_id, sink, target, payload, status, attempts, created_at,
@@ -266,10 +329,12 @@ def _pg_save_decision_statement(created: tuple[str, ...], updated: tuple[str, ..
                 CAST(:d_message_ids AS uuid[]), CAST(:d_sinks AS text[]), CAST(:d_targets AS text[]),
                 CAST(:d_payloads AS text[]), CAST(:d_next_attempt_ats AS timestamptz[])
             ) WITH ORDINALITY AS d (message_id, sink, target, payload, next_attempt_at, position)
+            WHERE EXISTS (SELECT FROM state)
             ORDER BY d.position
             RETURNING id, message_id, sink
         )
         SELECT id, message_id FROM deliveries WHERE sink = '{MQTT_SINK}'
+        UNION ALL SELECT NULL, NULL WHERE NOT EXISTS (SELECT FROM state)
         """
     )
 
@@ -283,8 +348,9 @@ async def _pg_save_decision(
     webhooks: Sequence[str],
     worker_id: str,
     mqtt_leased_until: datetime | None,
-) -> list[SavedEvent]:
-    """:func:`save_decision` for a decision that changes one alert, in one statement."""
+) -> list[SavedEvent] | None:
+    """:func:`save_decision` for a decision that changes one alert, in one statement; None (nothing
+    written) when the subject's row is no longer at ``locked.version``. Probe watches are the caller's."""
     alert_id = decision.changes[0].alert_id
     created, updated = _alert_columns(locked.subject, decision, alert_id, now=now)
     updated["detail"] = json.dumps(updated["detail"])
@@ -319,9 +385,11 @@ async def _pg_save_decision(
         "d_next_attempt_ats": [row["next_attempt_at"] for row in deliveries],
     }
     statement = _pg_save_decision_statement(tuple(created), tuple(updated))
+    rows = (await session.execute(statement, params)).all()
+    if rows and rows[0].message_id is None:
+        return None  # the row has moved on: nothing written
     # asyncpg returns its own UUID type: compare as standard ones
-    mqtt_ids = {uuid.UUID(int=row.message_id.int): row.id for row in await session.execute(statement, params)}
-    await _save_probe_watches(session, locked.state, decision.state)
+    mqtt_ids = {uuid.UUID(int=row.message_id.int): row.id for row in rows}
     return [
         SavedEvent(change, event, mqtt_ids[event.message_id] if mqtt_leased_until is not None else None)
         for change, event, _ in audit

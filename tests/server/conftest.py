@@ -86,14 +86,24 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def fresh_postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A new, migrated PostgreSQL database for this test."""
+def _migrated_postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     template: str = request.getfixturevalue("postgres_template")
     name = f"wardwatch_test_{uuid.uuid4().hex[:12]}"
     run_async(lambda: _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     yield postgres_url(name)
     run_async(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def fresh_postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new, migrated PostgreSQL database for this test."""
+    yield from _migrated_postgres_database(request)
+
+
+@pytest.fixture
+def second_postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Another new, migrated PostgreSQL database, for a test comparing two runs."""
+    yield from _migrated_postgres_database(request)
 
 
 @pytest.fixture

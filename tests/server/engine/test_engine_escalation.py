@@ -665,6 +665,15 @@ async def _alert_history(database_url: str) -> dict[str, list[dict[str, object]]
     """One alert's life (raised medium, re-escalated as high, escalated by its timer, acknowledged,
     resolved) with two webhooks, on a fresh database; every row the engine wrote, without the generated
     ids."""
+    history, _ = await _alert_run(database_url)
+    return history
+
+
+async def _alert_run(
+    database_url: str, *, unlocked: bool | None = None
+) -> tuple[dict[str, list[dict[str, object]]], dict[str, float]]:
+    """:func:`_alert_history`, and the engine's counters; ``unlocked`` turns its unlocked decisions on
+    or off (default: the engine's choice for the backend)."""
     engine = create_engine(database_url)
     try:
         sessions = session_factory(engine)
@@ -675,6 +684,8 @@ async def _alert_history(database_url: str) -> dict[str, list[dict[str, object]]
             for name in ("pager", "ehr")
         ]
         wardwatch = make_engine(sessions, clock, publisher, webhooks=hooks)
+        if unlocked is not None:
+            wardwatch.unlocked_decisions = unlocked
         birth = gateway_status("gw-history", "birth", sent_at=clock.now)
         await wardwatch.handle_outcome(await ingest(ingestor, birth, clock.now))
         medium = news2_assessment(
@@ -710,7 +721,7 @@ async def _alert_history(database_url: str) -> dict[str, list[dict[str, object]]
             payload = dict(delivery["payload"])  # type: ignore[call-overload]
             del payload["message_id"]
             delivery["payload"] = payload
-        return history
+        return history, wardwatch.counters.snapshot()
     finally:
         await engine.dispose()
 
