@@ -141,3 +141,49 @@ async def test_a_quiet_decision_on_a_state_moved_on_writes_nothing_either(
     )[0]
     assert version == 4  # every heartbeat was applied, the last one on the state two had written
     assert datetime.fromisoformat(last_status) == clock.now  # the last heartbeat's
+
+
+async def _burst(database_url: str, gateway_id: str, *, unlocked: bool) -> tuple[list[Any], dict[str, float]]:
+    """Six homes' births one by one, then one ingest transaction's outcomes: their heartbeats and a
+    first assessment of a patient; the subjects and alerts written, and the engine's counters."""
+    database = create_engine(database_url)
+    try:
+        sessions = session_factory(database)
+        ingestor, clock = Ingestor(sessions), FakeClock()
+        escalation = make_engine(sessions, clock, RecordingPublisher())
+        escalation.unlocked_decisions = unlocked
+        for n in range(6):
+            birth = gateway_status(f"{gateway_id}-{n}", "birth", sent_at=clock.now)
+            await escalation.handle_outcome(await ingest(ingestor, birth, clock.now))
+        clock.advance(20)
+        outcomes = [
+            await ingest(
+                ingestor, gateway_status(f"{gateway_id}-{n}", "heartbeat", sent_at=clock.now), clock.now
+            )
+            for n in range(6)
+        ]
+        high = news2_assessment(f"{gateway_id}-0", 0, patient_id="pt-burst", assessed_at=clock.now)
+        outcomes.insert(3, await ingest(ingestor, high, clock.now))
+        await escalation.handle_outcomes(outcomes)
+        written = await rows(
+            sessions,
+            "SELECT subject, version, next_due_at, state FROM escalation_subjects ORDER BY subject",
+        )
+        alerts = await rows(sessions, "SELECT patient_id, priority, tier, state FROM alerts")
+        return [tuple(row) for row in written] + [
+            tuple(row) for row in alerts
+        ], escalation.counters.snapshot()
+    finally:
+        await database.dispose()
+
+
+async def test_a_batchs_remembered_subjects_are_decided_unlocked_and_the_rest_together(
+    database_url: str, second_postgres_url: str, gateway_id: str
+) -> None:
+    unlocked, counters = await _burst(database_url, gateway_id, unlocked=True)
+    locked, locked_counters = await _burst(second_postgres_url, gateway_id, unlocked=False)
+    assert unlocked == locked
+    assert counters["unlocked_decisions"] == 6  # the heartbeats; the new patient needed its lock
+    assert locked_counters["unlocked_decisions"] == 0
+    assert counters["inputs"] == locked_counters["inputs"] == 6 + 7
+    assert ("pt-burst", "high", 2, "open") in unlocked
