@@ -15,8 +15,9 @@ engine raises and updates alerts throughout the run; the others are stable. Home
 Two probes measure, on the machine's one clock. One in this process subscribes to every gateway's score,
 event and receipt topics (not to the observation batches, five in six messages: parsing them here would
 take CPU from the server on a machine this size); the other, a process of its own (this script with
-``--alert-probe PORT``), to the score topics and ``wardwatch/v1/cc/alerts`` only, so that an alert is
-timed when it arrives rather than after the thousand receipts a second the first probe parses:
+``--alert-probe PORT NICE``, at ``--probe-nice``), to the score topics and ``wardwatch/v1/cc/alerts``
+only, so that an alert is timed when it arrives rather than after the thousand receipts a second the
+first probe parses:
 
 * **alert**: an assessment's ``sent_at`` (the simulated gateway's clock when it handed the message to its
   MQTT client) -> the ``raised``/``updated`` clinical alert it caused arriving on the cc topic. The cause is
@@ -40,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -159,9 +161,14 @@ async def probe_loop(port: int, probe: Probe, ready: asyncio.Event) -> None:
 RECEIPT_PROBE_CHANNELS = (GatewayChannel.SCORE, GatewayChannel.EVENT, GatewayChannel.RECEIPT)
 
 
-async def alert_probe_main(port: int) -> None:
+async def alert_probe_main(port: int, nice: int) -> None:
     """The alert probe's process: says ``ready`` once subscribed, reads the time to record from (a line
-    on stdin), and prints its results as one JSON line when stdin closes."""
+    on stdin), and prints its results as one JSON line when stdin closes. It runs at niceness ``nice``
+    if it may (a negative one needs the privilege): it stands for the command center's consumer, which
+    has a machine of its own, and an arrival it timestamps only once the kernel gives it a CPU back is
+    latency of this machine's scheduler, not of the server."""
+    with contextlib.suppress(PermissionError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
     probe = Probe(receipts=False)
     ready = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -183,13 +190,14 @@ async def alert_probe_main(port: int) -> None:
         "alert_causes": probe.alert_causes,
         "alerts_seen": probe.alerts_seen,
         "alerts_unmatched": probe.alerts_unmatched,
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
     }
     print(json.dumps(result), flush=True)
 
 
-async def start_alert_probe(port: int) -> asyncio.subprocess.Process:
+async def start_alert_probe(port: int, nice: int) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--alert-probe", str(port),
+        sys.executable, __file__, "--alert-probe", str(port), str(nice),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stdout is not None
@@ -222,7 +230,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
         )
         cpu_before = [proc_sample(w.pid)[1] for w in workers]
         ready = asyncio.Event()
-        alert_probe = await start_alert_probe(port)
+        alert_probe = await start_alert_probe(port, args.probe_nice)
         async with asyncio.TaskGroup() as group:
             listening = group.create_task(probe_loop(port, probe, ready), name="latency probe")
             await ready.wait()
@@ -278,6 +286,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
         "alerts_seen": alerts["alerts_seen"],
         "technical_alarms": technical,
         "alerts_unmatched": alerts["alerts_unmatched"],
+        "alert_probe_nice": alerts["nice"],
         "messages_without_receipt": len(probe.sent_at),
         "fleet": {
             "observations": summary.get("observations"),
@@ -404,6 +413,13 @@ async def main() -> None:
         help="run the fleet at this niceness (e.g. 10), so that on a machine it shares, the simulated "
         "homes, which would each have a CPU of their own, take CPU the server and broker leave",
     )
+    parser.add_argument(
+        "--probe-nice",
+        type=int,
+        default=-10,
+        help="the alert probe's niceness (default -10 where permitted; the run reports the one it got): "
+        "the probe stands for a command-center consumer on a machine of its own",
+    )
     parser.add_argument("--out", type=Path, help="write every run as JSON")
     parser.add_argument(
         "--profile",
@@ -438,6 +454,6 @@ async def main() -> None:
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
         if sys.argv[1:2] == ["--alert-probe"]:
-            asyncio.run(alert_probe_main(int(sys.argv[2])))
+            asyncio.run(alert_probe_main(int(sys.argv[2]), int(sys.argv[3])))
         else:
             asyncio.run(main())
