@@ -166,6 +166,7 @@ def _build_http(
         publisher=broadcaster,
         ingest_counters=runtime.ingestor.counters.snapshot,
         stream_lag_s=lambda: runtime.escalation.stream_lag.current().total_seconds(),
+        engine_counters=runtime.escalation.counters.snapshot,
         clock=clock,
     )
     web.mount(app)  # the command-center page at / and its trend data

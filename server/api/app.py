@@ -119,6 +119,7 @@ def create_app(
     clock: Callable[[], datetime] = utc_now,
     ingest_counters: Callable[[], Mapping[str, int]] | None = None,
     stream_lag_s: Callable[[], float] | None = None,
+    engine_counters: Callable[[], Mapping[str, float]] | None = None,
     kdf: ScryptParameters = DEFAULT_KDF,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
@@ -127,7 +128,8 @@ def create_app(
     ``publisher`` is the broadcaster the escalation engine publishes live events into (a new one when
     None; either way it is ``app.state.context.broadcaster``). ``ingest_counters`` returns this process's
     ingest counters (``Ingestor.counters.snapshot``) and ``stream_lag_s`` how far behind the gateways'
-    traffic it is (``EscalationEngine.stream_lag``), both for /metrics. ``kdf`` is the scrypt cost for
+    traffic it is (``EscalationEngine.stream_lag``), ``engine_counters`` the escalation engine's
+    (``EscalationEngine.counters.snapshot``), all for /metrics. ``kdf`` is the scrypt cost for
     tokens created through the API; ``clock`` and ``monotonic`` are injectable for tests."""
     settings = settings or ApiSettings()
     context = ApiContext(
@@ -147,6 +149,7 @@ def create_app(
         tickets=EventTickets(monotonic=monotonic),
         ingest_counters=ingest_counters,
         stream_lag_s=stream_lag_s,
+        engine_counters=engine_counters,
         extra={"kdf": kdf},
     )
     app = FastAPI(

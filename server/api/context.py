@@ -77,6 +77,7 @@ class ApiContext:
     tickets: EventTickets
     ingest_counters: Callable[[], Mapping[str, int]] | None = None
     stream_lag_s: Callable[[], float] | None = None
+    engine_counters: Callable[[], Mapping[str, float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def age_s(self, moment: datetime | None, now: datetime) -> float | None:

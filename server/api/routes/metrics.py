@@ -48,6 +48,22 @@ def _family(name: str, kind: str, samples: Iterable[tuple[Mapping[str, str], flo
     return lines
 
 
+ENGINE_GAUGES: Final = {"max_timer_lateness_s": "wardwatch_engine_max_timer_lateness_seconds"}
+"""Engine counters that are not counts (``EngineCounters``): each its own gauge."""
+
+
+def engine_families(counters: Mapping[str, float]) -> list[str]:
+    """The escalation engine's counters (``EngineCounters.snapshot``): ``wardwatch_engine_<name>_total``,
+    e.g. ``wardwatch_engine_unlocked_conflicts_total``; the lateness of timers as a gauge."""
+    lines: list[str] = []
+    for key, value in sorted(counters.items()):
+        if key in ENGINE_GAUGES:
+            lines.extend(_family(ENGINE_GAUGES[key], "gauge", [({}, value)]))
+        else:
+            lines.extend(_family(f"wardwatch_engine_{key}_total", "counter", [({}, value)]))
+    return lines
+
+
 def ingest_families(counters: Mapping[str, int]) -> list[str]:
     grouped: dict[str, list[tuple[dict[str, str], float]]] = {}
     for key, value in sorted(counters.items()):
@@ -79,6 +95,8 @@ async def metrics(request: Request, account: Scraper) -> PlainTextResponse:
         lines.extend(ingest_families(context.ingest_counters()))
     if context.stream_lag_s is not None:
         lines.extend(_family("wardwatch_ingest_stream_lag_seconds", "gauge", [({}, context.stream_lag_s())]))
+    if context.engine_counters is not None:
+        lines.extend(engine_families(context.engine_counters()))
     lines.extend(
         _family(
             "wardwatch_alerts_open",

@@ -173,6 +173,7 @@ async def make_api(
         clock=clock,
         ingest_counters=ingestor.counters.snapshot,
         stream_lag_s=lambda: 42.5,
+        engine_counters=lambda: {"unlocked_conflicts": 3.0, "max_timer_lateness_s": 0.25},
         kdf=CHEAP_KDF,
         monotonic=monotonic,
     )

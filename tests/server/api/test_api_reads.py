@@ -298,6 +298,10 @@ async def test_prometheus_metrics_for_scrapers_only(api: Api) -> None:
     assert "# TYPE wardwatch_ingest_received_total counter" in lines
     assert "# TYPE wardwatch_ingest_stream_lag_seconds gauge" in lines
     assert "wardwatch_ingest_stream_lag_seconds 42.5" in lines
+    assert "# TYPE wardwatch_engine_unlocked_conflicts_total counter" in lines
+    assert "wardwatch_engine_unlocked_conflicts_total 3" in lines
+    assert "# TYPE wardwatch_engine_max_timer_lateness_seconds gauge" in lines
+    assert "wardwatch_engine_max_timer_lateness_seconds 0.25" in lines
     assert 'wardwatch_alerts_open{category="clinical",priority="high"} 1' in lines
     assert 'wardwatch_alerts_open{category="clinical",priority="medium"} 1' in lines
     assert 'wardwatch_gateways{state="online"} 1' in lines
