@@ -105,7 +105,7 @@ IMMEDIATE_PUBLISH_TIMEOUT_S = 2.0
 broker outage must not hold up the decisions behind it)."""
 
 KNOWN_SUBJECTS = 20_000
-"""Subjects whose last written state a worker remembers for unlocked decisions (a few kB each)."""
+"""Subjects whose last written state a worker remembers for unlocked decisions (two per home)."""
 
 
 def utc_now() -> datetime:
@@ -223,7 +223,7 @@ class EscalationEngine:
         self._deferred_wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._known: OrderedDict[str, store.LockedSubject] = OrderedDict()
-        """Subject -> the state and version this worker last committed or read for it, most recent last
+        """Subject -> the state and version this worker last committed for it, most recently written last
         (at most KNOWN_SUBJECTS)."""
         bind = sessions.kw.get("bind")
         self.unlocked_decisions = getattr(getattr(bind, "dialect", None), "name", None) == "postgresql"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from engine_support import RecordingPublisher, gateway_status, ingest, news2_assessment
@@ -86,8 +87,10 @@ async def test_running_workers_fire_each_escalation_once_and_on_time(
 class CountingEngine(EscalationEngine):
     """Counts the timer loop's looks for due subjects."""
 
-    looks = 0
-    looked = asyncio.Event()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.looks = 0
+        self.looked = asyncio.Event()
 
     async def fire_due(self) -> int:
         self.looks += 1
@@ -111,7 +114,6 @@ async def test_the_timer_loop_wakes_for_an_earlier_timer_only(database_url: str,
             publisher=publisher,
             settings=EngineSettings(timer_poll_s=5),
         )
-        engine.looked = asyncio.Event()
         now = datetime.now(UTC)
         await engine.handle_outcome(
             await ingest(ingestor, gateway_status(gateway_id, "birth", sent_at=now), now)
