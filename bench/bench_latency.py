@@ -85,12 +85,6 @@ class Probe:
         self.alert = LatencyHistogram()
         self.alert_startup = LatencyHistogram()
         """Alerts caused by assessments sent before ``record_after``."""
-        self.alert_decided = LatencyHistogram()
-        """The alert's part up to the decision: the assessment's ``sent_at`` -> the event's ``at`` (the
-        engine's clock when its transaction began)."""
-        self.alert_published = LatencyHistogram()
-        """The rest: the event's ``at`` -> its arrival here (the decision's transaction, the publish, the
-        broker)."""
         self.alert_causes: list[tuple[str, int, float, float, float]] = []
         """(gateway, seq, sent_at, decided at, arrival) of each recorded alert's assessment: the run joins
         them with the assessments' ``received_at`` (when ingest took the message) before its database
@@ -137,9 +131,7 @@ class Probe:
                     self.alert_startup.record(received - sent)
                     return
                 self.alert.record(received - sent)
-                decided = datetime.fromisoformat(body["at"]).timestamp()
-                self.alert_decided.record(max(0.0, decided - sent))
-                self.alert_published.record(max(0.0, received - decided))
+                decided = datetime.fromisoformat(body["at"]).timestamp()  # the engine's clock
                 self.alert_causes.append((gateway, seq, sent, decided, received))
                 return
         self.alerts_unmatched += 1
@@ -185,8 +177,6 @@ async def alert_probe_main(port: int, nice: int) -> None:
     result = {
         "alert": probe.alert.summary().as_dict(),
         "alert_startup": probe.alert_startup.summary().as_dict(),
-        "alert_decided": probe.alert_decided.summary().as_dict(),
-        "alert_published": probe.alert_published.summary().as_dict(),
         "alert_causes": probe.alert_causes,
         "alerts_seen": probe.alerts_seen,
         "alerts_unmatched": probe.alerts_unmatched,
@@ -278,8 +268,6 @@ async def one_run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "alert": alerts["alert"],
         "alert_startup": alerts["alert_startup"],
-        "alert_decided": alerts["alert_decided"],
-        "alert_published": alerts["alert_published"],
         "alert_stages": alert_stages,
         "stored": probe.stored.summary().as_dict(),
         "receipt": probe.receipt.summary().as_dict(),
